@@ -38,7 +38,7 @@ import torch
 
 from workbench.toy.bigram_backcopy import BBTask, slow_sample
 from workbench.toy.probes import growth, order_of_events
-from workbench.toy.training import TrainConfig, settings, train
+from workbench.toy.training import BatchStream, TrainConfig, settings, steps_per_draw, train
 
 BACKCOPY_TARGET = 1e-3
 BIGRAM_TARGET = 0.05
@@ -74,6 +74,28 @@ def bench_generation(task: BBTask, batch: int, seq_len: int, repeats: int = 5) -
     print(
         f"  {batch:4d} x {seq_len}: vectorised {fast * 1e3:7.2f} ms ({n / fast / 1e6:5.2f} M tok/s)"
         f" | loop {slow * 1e3:7.1f} ms ({n / slow / 1e6:5.3f} M tok/s) | {slow / fast:5.1f}x"
+    )
+    return slow / fast
+
+
+def bench_training_draw(task: BBTask, cfg: TrainConfig, repeats: int = 5) -> float:
+    """Seconds per training batch as ``train`` draws them (one generator call per block of
+    ``steps_per_draw`` steps) against the loop generating one batch; the speed-up."""
+    n = steps_per_draw(cfg)
+    stream = BatchStream(task, cfg)
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        for step in range(r * n, (r + 1) * n):
+            stream(step)
+        times.append((time.perf_counter() - t0) / n)
+    fast = statistics.median(times)
+    t0 = time.perf_counter()
+    slow_sample(task, cfg.batch_size, cfg.seq_len, seed=0)
+    slow = time.perf_counter() - t0
+    print(
+        f"  training draws {n} steps x {cfg.batch_size} sequences per call: "
+        f"{fast * 1e3:.2f} ms per batch | loop {slow * 1e3:.1f} ms per batch | {slow / fast:.1f}x"
     )
     return slow / fast
 
@@ -209,10 +231,12 @@ def main() -> None:
     print(f"task: {task.n_chars} characters + BOS, triggers {list(task.decode(task.triggers))}")
 
     print("\n1. data generation, same shape (vectorised: median of 5; loop: 1 run)")
-    speedups = [bench_generation(task, b, cfg.seq_len) for b in (cfg.batch_size, 128, 512)]
+    for b in (cfg.batch_size, 512):
+        bench_generation(task, b, cfg.seq_len)
+    speedup = bench_training_draw(task, cfg)
     print(
-        f"  target >= {SPEEDUP_TARGET:.0f}x at the training batch ({cfg.batch_size}): "
-        f"{_verdict(speedups[0] >= SPEEDUP_TARGET)} ({speedups[0]:.1f}x)"
+        f"  target >= {SPEEDUP_TARGET:.0f}x per training batch, as training draws it: "
+        f"{_verdict(speedup >= SPEEDUP_TARGET)} ({speedup:.1f}x)"
     )
 
     df = main_run(cfg, task, args.minutes)

@@ -151,7 +151,7 @@ def test_other_bad_settings_are_refused():
         _model()(torch.zeros(12, dtype=torch.long))
 
 
-@pytest.mark.parametrize("pos_init", ["normal", "sinusoidal", "fourier"])
+@pytest.mark.parametrize("pos_init", ["normal", "sinusoidal", "fourier", "harmonic"])
 def test_position_inits_have_the_same_scale_and_are_seeded(pos_init):
     torch.manual_seed(3)
     a = _model(pos_init=pos_init, max_seq_len=64, d_model=16).pos.weight.detach()
@@ -164,3 +164,16 @@ def test_position_inits_have_the_same_scale_and_are_seeded(pos_init):
         torch.testing.assert_close(pair, pair[:1].expand_as(pair))
     with pytest.raises(ToyConfigError, match="Unknown pos_init"):
         ToyConfig(vocab_size=5, pos_init="rope")
+
+
+def test_harmonic_positions_are_orthogonal_except_d_apart():
+    d, n = 32, 64  # offsets up to 2d - 1 = 63
+    p = _model(pos_init="harmonic", max_seq_len=n, d_model=d).pos.weight.detach().double()
+    gram = p @ p.T / (p[0] @ p[0])  # [n, n], 1 on the diagonal
+    offset = (torch.arange(n)[:, None] - torch.arange(n)[None]).abs()
+    assert torch.allclose(gram[offset == 0], torch.ones(n, dtype=torch.double), atol=1e-5)
+    assert torch.allclose(
+        gram[offset == d], -torch.ones(2 * (n - d), dtype=torch.double), atol=1e-5
+    )
+    others = (offset != 0) & (offset != d)
+    assert gram[others].abs().max() < 1e-4

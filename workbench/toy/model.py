@@ -30,7 +30,7 @@ from workbench.errors import WorkbenchError
 __all__ = ["ATTENTION_KINDS", "ToyConfig", "ToyConfigError", "ToyTransformer"]
 
 ATTENTION_KINDS = ("softmax", "relu")
-POS_INITS = ("normal", "sinusoidal", "fourier")
+POS_INITS = ("normal", "sinusoidal", "fourier", "harmonic")
 
 
 class ToyConfigError(WorkbenchError, ValueError):
@@ -53,8 +53,11 @@ class ToyConfig:
         pos_init: how the learned position table starts: ``"normal"`` (std 0.02, like every
             other weight); ``"sinusoidal"`` (the Transformer's sines and cosines); or
             ``"fourier"`` (sines and cosines at random frequencies up to pi per position,
-            which makes "one position back" a sharp rotation). Scaled to the same std and
-            trained like the rest.
+            which makes "one position back" a sharp rotation); or ``"harmonic"`` (``d/2``
+            evenly spaced frequencies ``pi (f + 1/2) / (d/2)``: two positions 1 to 2d-1 apart
+            are then exactly orthogonal, except d apart where they are opposite, so a
+            previous-token head can be sharp along the whole sequence when ``2d >= seq_len``).
+            Scaled to the same std and trained like the rest.
     """
 
     vocab_size: int
@@ -65,7 +68,7 @@ class ToyConfig:
     attention: Literal["softmax", "relu"] = "softmax"
     no_attn_layers: tuple[int, ...] = field(default_factory=tuple)
     no_mlp_layers: tuple[int, ...] = field(default_factory=tuple)
-    pos_init: Literal["normal", "sinusoidal", "fourier"] = "normal"
+    pos_init: Literal["normal", "sinusoidal", "fourier", "harmonic"] = "normal"
 
     def __post_init__(self) -> None:
         # JSON round-trips give lists; keep tuples so the config stays hashable.
@@ -185,6 +188,9 @@ class ToyTransformer(nn.Module):
             freq = None
             if cfg.pos_init == "fourier":  # drawn from the global RNG, like every other weight
                 freq = torch.rand((cfg.d_model + 1) // 2) * math.pi
+            elif cfg.pos_init == "harmonic":
+                half = (cfg.d_model + 1) // 2
+                freq = (torch.arange(half, dtype=torch.float32) + 0.5) * math.pi / half
             with torch.no_grad():
                 self.pos.weight.copy_(_sinusoids(cfg.max_seq_len, cfg.d_model, freq) * INIT_STD)
 

@@ -99,7 +99,7 @@ class TrainConfig:
     attention: Literal["softmax", "relu"] = "softmax"
     no_attn_layers: tuple[int, ...] = ()
     no_mlp_layers: tuple[int, ...] = ()
-    pos_init: Literal["normal", "sinusoidal", "fourier"] = "normal"
+    pos_init: Literal["normal", "sinusoidal", "fourier", "harmonic"] = "normal"
     seq_len: int = 256
     batch_size: int = 32
     steps: int = 2000
@@ -238,9 +238,51 @@ def _stream_seed(seed: int, stream: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, stream, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
+# The generator's cost is mostly per position, not per sequence (it loops over time and is
+# vectorised over the batch), so one call draws the batches of several steps at once.
+SEQUENCES_PER_DRAW = 256
+
+
+def steps_per_draw(cfg: TrainConfig) -> int:
+    """How many consecutive steps share one call of the generator (a function of ``cfg``)."""
+    return max(1, SEQUENCES_PER_DRAW // cfg.batch_size)
+
+
+def _draw(task: BBTask, cfg: TrainConfig, block: int) -> torch.Tensor:
+    """``[steps_per_draw * batch_size, seq_len]``: the batches of one block of steps."""
+    n = steps_per_draw(cfg)
+    return task.sample(n * cfg.batch_size, cfg.seq_len, seed=_stream_seed(cfg.seed, 1, block))
+
+
 def batch_for_step(task: BBTask, cfg: TrainConfig, step: int) -> torch.Tensor:
-    """The training batch ``[batch_size, seq_len]`` of ``step``; the same on every resume."""
-    return task.sample(cfg.batch_size, cfg.seq_len, seed=_stream_seed(cfg.seed, 1, step))
+    """The training batch ``[batch_size, seq_len]`` of ``step``; the same on every resume.
+
+    Every step gets fresh sequences: step ``s`` is slice ``s % n`` of block ``s // n``.
+    """
+    n = steps_per_draw(cfg)
+    i = step % n
+    return _draw(task, cfg, step // n)[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+
+
+class BatchStream:
+    """The training batches in step order: :func:`batch_for_step`, each block drawn once.
+
+    Example:
+        >>> stream = BatchStream(task, cfg)
+        >>> torch.equal(stream(5), batch_for_step(task, cfg, 5))
+        True
+    """
+
+    def __init__(self, task: BBTask, cfg: TrainConfig) -> None:
+        self.task, self.cfg, self.n = task, cfg, steps_per_draw(cfg)
+        self.block, self.tokens = -1, torch.empty(0, dtype=torch.long)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        if step // self.n != self.block:
+            self.block = step // self.n
+            self.tokens = _draw(self.task, self.cfg, self.block)
+        i, b = step % self.n, self.cfg.batch_size
+        return self.tokens[i * b : (i + 1) * b]
 
 
 def probe_batch(task: BBTask, cfg: TrainConfig) -> torch.Tensor:
@@ -315,6 +357,7 @@ def train(
             _start_run_dir(out, cfg, task)
 
     probe_tokens = probe_batch(task, cfg).to(device)
+    batches = BatchStream(task, cfg)
     t0 = time.perf_counter() - (rows[-1]["wall_s"] if rows else 0.0)
     loss_val = float("nan")
     bar = tqdm(
@@ -349,7 +392,7 @@ def train(
                 log.info("Stopped at step %d of %d: max_seconds reached", step, cfg.steps)
             break
         model.train()
-        tokens = batch_for_step(task, cfg, step).to(device)  # [B, T]
+        tokens = batches(step).to(device)  # [B, T]
         logits = model(tokens[:, :-1])  # [B, T-1, V]
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
