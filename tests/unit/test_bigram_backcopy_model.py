@@ -177,3 +177,15 @@ def test_harmonic_positions_are_orthogonal_except_d_apart():
     )
     others = (offset != 0) & (offset != d)
     assert gram[others].abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("pos_init", ["normal", "harmonic"])
+def test_pos_std_scales_only_the_position_table(pos_init):
+    torch.manual_seed(5)
+    a = _model(pos_init=pos_init, max_seq_len=64, d_model=16)
+    torch.manual_seed(5)
+    b = _model(pos_init=pos_init, max_seq_len=64, d_model=16, pos_std=0.1)
+    torch.testing.assert_close(b.pos.weight, a.pos.weight * 5)
+    torch.testing.assert_close(b.embed.weight, a.embed.weight)
+    with pytest.raises(ToyConfigError, match="pos_std must be > 0"):
+        ToyConfig(vocab_size=5, pos_std=0.0)

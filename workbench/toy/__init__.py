@@ -17,6 +17,7 @@ from workbench.toy.bigram_backcopy import BBTask, BBTaskError, oracle_risks
 from workbench.toy.model import ToyConfig, ToyConfigError, ToyTransformer
 from workbench.toy.probes import ablation_table, growth, growth_table, order_of_events, probe
 from workbench.toy.training import (
+    CPU_SETTINGS,
     PAPER_SETTINGS,
     ResumeError,
     TrainConfig,
@@ -29,6 +30,7 @@ from workbench.toy.training import (
 )
 
 __all__ = [
+    "CPU_SETTINGS",
     "PAPER_SETTINGS",
     "BBTask",
     "BBTaskError",

@@ -57,7 +57,10 @@ class ToyConfig:
             evenly spaced frequencies ``pi (f + 1/2) / (d/2)``: two positions 1 to 2d-1 apart
             are then exactly orthogonal, except d apart where they are opposite, so a
             previous-token head can be sharp along the whole sequence when ``2d >= seq_len``).
-            Scaled to the same std and trained like the rest.
+            Trained like the rest.
+        pos_std: the standard deviation of the initial position table (every other weight
+            starts at 0.02). A larger one keeps a structured table close to its structure
+            while the rest of the model learns.
     """
 
     vocab_size: int
@@ -69,6 +72,7 @@ class ToyConfig:
     no_attn_layers: tuple[int, ...] = field(default_factory=tuple)
     no_mlp_layers: tuple[int, ...] = field(default_factory=tuple)
     pos_init: Literal["normal", "sinusoidal", "fourier", "harmonic"] = "normal"
+    pos_std: float = 0.02
 
     def __post_init__(self) -> None:
         # JSON round-trips give lists; keep tuples so the config stays hashable.
@@ -83,6 +87,8 @@ class ToyConfig:
             raise ToyConfigError(
                 f"Unknown attention {self.attention!r}; choose one of {ATTENTION_KINDS}."
             )
+        if not self.pos_std > 0:
+            raise ToyConfigError(f"pos_std must be > 0, got {self.pos_std}.")
         if self.pos_init not in POS_INITS:
             raise ToyConfigError(f"Unknown pos_init {self.pos_init!r}; choose one of {POS_INITS}.")
         for name in ("no_attn_layers", "no_mlp_layers"):
@@ -184,7 +190,10 @@ class ToyTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
         self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(_init)
-        if cfg.pos_init != "normal":
+        if cfg.pos_init == "normal":
+            with torch.no_grad():  # rescaled, not redrawn: the other weights keep their draws
+                self.pos.weight.mul_(cfg.pos_std / INIT_STD)
+        else:
             freq = None
             if cfg.pos_init == "fourier":  # drawn from the global RNG, like every other weight
                 freq = torch.rand((cfg.d_model + 1) // 2) * math.pi
@@ -192,7 +201,7 @@ class ToyTransformer(nn.Module):
                 half = (cfg.d_model + 1) // 2
                 freq = (torch.arange(half, dtype=torch.float32) + 0.5) * math.pi / half
             with torch.no_grad():
-                self.pos.weight.copy_(_sinusoids(cfg.max_seq_len, cfg.d_model, freq) * INIT_STD)
+                self.pos.weight.copy_(_sinusoids(cfg.max_seq_len, cfg.d_model, freq) * cfg.pos_std)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens``: ``[B, T]`` int64 -> logits ``[B, T, vocab_size]``."""
