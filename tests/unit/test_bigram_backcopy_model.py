@@ -189,3 +189,25 @@ def test_pos_std_scales_only_the_position_table(pos_init):
     torch.testing.assert_close(b.embed.weight, a.embed.weight)
     with pytest.raises(ToyConfigError, match="pos_std must be > 0"):
         ToyConfig(vocab_size=5, pos_std=0.0)
+
+
+def test_torch_init_keeps_pytorchs_defaults_and_scales_the_position_table():
+    # The paper's code leaves PyTorch's defaults: embeddings N(0, 1), linear layers
+    # uniform in +-1/sqrt(fan_in). The position table is N(0, 1) rescaled to pos_std.
+    d = 64
+    torch.manual_seed(0)
+    m = _model(init="torch", d_model=d, d_mlp=4 * d, max_seq_len=256, vocab_size=300)
+    assert 0.95 < float(m.embed.weight.std()) < 1.05
+    bound = 1 / d**0.5
+    w = m.blocks[0].attn.q_proj.weight
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.9 * bound
+    assert 0.015 < float(m.pos.weight.std()) < 0.025  # pos_std 0.02 by default
+    torch.manual_seed(0)
+    big = _model(init="torch", d_model=d, d_mlp=4 * d, max_seq_len=256, vocab_size=300, pos_std=1)
+    torch.testing.assert_close(big.pos.weight, m.pos.weight * 50)
+    torch.testing.assert_close(big.embed.weight, m.embed.weight)
+    torch.manual_seed(0)
+    small = _model(d_model=d, d_mlp=4 * d, max_seq_len=256, vocab_size=300)
+    assert 0.018 < float(small.embed.weight.std()) < 0.022
+    with pytest.raises(ToyConfigError, match="Unknown init 'xavier'.*small.*torch"):
+        ToyConfig(vocab_size=5, init="xavier")

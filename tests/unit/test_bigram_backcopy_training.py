@@ -162,3 +162,21 @@ def test_batch_stream_equals_batch_for_step_and_every_step_is_fresh(task, batch_
     assert len({tuple(b.flatten().tolist()) for b in got}) == len(got)
     flat = torch.cat(got)
     assert len({tuple(row.tolist()) for row in flat}) > 0.95 * len(flat)
+
+
+def test_peak_settings_build_the_minimal_model_with_torch_init():
+    from workbench.toy.training import build_model, peak_settings
+
+    cfg = peak_settings(steps=5, batch_size=None)  # None keeps the preset's value
+    assert (cfg.n_layers, cfg.no_attn_layers, cfg.init, cfg.steps) == (3, (0, 2), "torch", 5)
+    assert cfg.batch_size == 32
+    model = build_model(cfg, vocab_size=10)
+    assert [b.attn is not None for b in model.blocks] == [False, True, False]
+    assert model.cfg.init == "torch" and 0.5 < float(model.embed.weight.std()) < 1.5
+    full = peak_settings(True)
+    assert (full.batch_size, full.seq_len, full.init, full.no_attn_layers) == (
+        512,
+        256,
+        "torch",
+        (0, 2),
+    )

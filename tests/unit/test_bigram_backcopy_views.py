@@ -76,6 +76,12 @@ def test_compare_runs_and_ablation_figures(run):
     assert len(fig.data) == 4 and fig.layout.yaxis.type == "log"
     with pytest.raises(ViewDataError, match="lacks columns"):
         compare_runs_figure({"a": run.probes}, metrics=["nope"])
+    fig = compare_runs_figure({"a": run.probes}, layer=1, stream=1)  # the default panels
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[2:] == ["attn_bos_L1", "sink_logit_L1", "bos_value_norm_L1", "bos_resid_norm_1"]
+    np.testing.assert_allclose(fig.data[5].y, run.probes["bos_resid_norm_1"])
+    with pytest.raises(ViewDataError, match="attn_bos_L0"):
+        compare_runs_figure({"a": run.probes})  # layer 0 has no attention in this run
     table = ablation_table(run.model, run.task, run.task.sample(2, 24, seed=0))
     fig = ablation_figure(table)
     assert len(fig.data) == 2 * len(table) + 2

@@ -18,12 +18,15 @@ from workbench.toy.model import ToyConfig, ToyConfigError, ToyTransformer
 from workbench.toy.probes import ablation_table, growth, growth_table, order_of_events, probe
 from workbench.toy.training import (
     CPU_SETTINGS,
+    PAPER_PEAK_SETTINGS,
     PAPER_SETTINGS,
+    PEAK_SETTINGS,
     ResumeError,
     TrainConfig,
     TrainConfigError,
     TrainResult,
     load_run,
+    peak_settings,
     settings,
     train,
     train_variants,
@@ -31,7 +34,9 @@ from workbench.toy.training import (
 
 __all__ = [
     "CPU_SETTINGS",
+    "PAPER_PEAK_SETTINGS",
     "PAPER_SETTINGS",
+    "PEAK_SETTINGS",
     "BBTask",
     "BBTaskError",
     "ResumeError",
@@ -47,6 +52,7 @@ __all__ = [
     "load_run",
     "oracle_risks",
     "order_of_events",
+    "peak_settings",
     "probe",
     "settings",
     "train",

@@ -31,6 +31,7 @@ __all__ = ["ATTENTION_KINDS", "ToyConfig", "ToyConfigError", "ToyTransformer"]
 
 ATTENTION_KINDS = ("softmax", "relu")
 POS_INITS = ("normal", "sinusoidal", "fourier", "harmonic")
+INITS = ("small", "torch")
 
 
 class ToyConfigError(WorkbenchError, ValueError):
@@ -58,9 +59,13 @@ class ToyConfig:
             are then exactly orthogonal, except d apart where they are opposite, so a
             previous-token head can be sharp along the whole sequence when ``2d >= seq_len``).
             Trained like the rest.
-        pos_std: the standard deviation of the initial position table (every other weight
-            starts at 0.02). A larger one keeps a structured table close to its structure
-            while the rest of the model learns.
+        pos_std: the standard deviation of the initial position table. A larger one keeps a
+            structured table close to its structure while the rest of the model learns.
+        init: how every other weight starts: ``"small"`` (GPT-2 style, normal with std 0.02)
+            or ``"torch"`` (PyTorch's own defaults, as the paper's code has them: embeddings
+            normal with std 1, linear layers uniform in +-1/sqrt(fan_in)). With ``"torch"``
+            tokens are far apart from the first step, and in the minimal 3-layer model a sink
+            and a residual-state peak form within a few thousand steps.
     """
 
     vocab_size: int
@@ -73,6 +78,7 @@ class ToyConfig:
     no_mlp_layers: tuple[int, ...] = field(default_factory=tuple)
     pos_init: Literal["normal", "sinusoidal", "fourier", "harmonic"] = "normal"
     pos_std: float = 0.02
+    init: Literal["small", "torch"] = "small"
 
     def __post_init__(self) -> None:
         # JSON round-trips give lists; keep tuples so the config stays hashable.
@@ -89,6 +95,8 @@ class ToyConfig:
             )
         if not self.pos_std > 0:
             raise ToyConfigError(f"pos_std must be > 0, got {self.pos_std}.")
+        if self.init not in INITS:
+            raise ToyConfigError(f"Unknown init {self.init!r}; choose one of {INITS}.")
         if self.pos_init not in POS_INITS:
             raise ToyConfigError(f"Unknown pos_init {self.pos_init!r}; choose one of {POS_INITS}.")
         for name in ("no_attn_layers", "no_mlp_layers"):
@@ -189,10 +197,12 @@ class ToyTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
         self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.apply(_init)
+        if cfg.init == "small":
+            self.apply(_init)
         if cfg.pos_init == "normal":
+            drawn_std = INIT_STD if cfg.init == "small" else 1.0  # nn.Embedding draws N(0, 1)
             with torch.no_grad():  # rescaled, not redrawn: the other weights keep their draws
-                self.pos.weight.mul_(cfg.pos_std / INIT_STD)
+                self.pos.weight.mul_(cfg.pos_std / drawn_std)
         else:
             freq = None
             if cfg.pos_init == "fourier":  # drawn from the global RNG, like every other weight

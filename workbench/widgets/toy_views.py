@@ -205,27 +205,33 @@ def compare_runs_figure(
     runs: Mapping[str, pd.DataFrame],
     metrics: Sequence[str] | None = None,
     *,
+    layer: int = 0,
+    stream: int | None = None,
     title: str = "Runs side by side",
 ) -> go.Figure:
     """One panel per metric, one line per run (e.g. Adam, SGD, ReLU attention).
 
     Args:
         runs: ``{run name: probe DataFrame}``.
-        metrics: probe columns; default the excess risks, sink mass and logit, BOS value
-            norm, and the BOS norm of the last residual stream.
+        metrics: probe columns; default the excess risks, the sink mass and logit and the BOS
+            value norm of attention layer ``layer``, and the BOS norm of residual ``stream``
+            (default the last).
+
+    Example:
+        >>> compare_runs_figure(probes, layer=1, stream=1)  # the minimal residual-peak model
     """
     if not runs:
         raise ViewDataError("No runs to compare.")
     first = next(iter(runs.values()))
     if metrics is None:
-        last = _resid_streams(first)[-1]
+        stream = _resid_streams(first)[-1] if stream is None else stream
         metrics = [
             "backcopy_excess",
             "bigram_excess",
-            "attn_bos_L0",
-            "sink_logit_L0",
-            "bos_value_norm_L0",
-            f"bos_resid_norm_{last}",
+            f"attn_bos_L{layer}",
+            f"sink_logit_L{layer}",
+            f"bos_value_norm_L{layer}",
+            f"bos_resid_norm_{stream}",
         ]
     for df in runs.values():
         _need(df, ["step", *metrics])
