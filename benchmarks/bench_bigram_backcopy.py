@@ -24,7 +24,7 @@ The machine may be shared: wall times are what this run saw (the load average is
 at the start and the end), not a property of the code.
 
 Usage:
-    .venv/bin/python benchmarks/bench_bigram_backcopy.py [--minutes 10] [--threads 2]
+    .venv/bin/python -m benchmarks.bench_bigram_backcopy [--minutes 10] [--threads 2]
         [--compare-steps 10000] [--sgd-lrs 0.03] [--quick]
 """
 

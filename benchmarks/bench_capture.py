@@ -6,7 +6,7 @@ Prints, from one run on the embedded model (or --model) with a 256-token prompt:
 - the peak memory of each;
 - the first (GGUF dequantization) and cached (safetensors) load times of the embedded model.
 
-    .venv/bin/python benchmarks/bench_capture.py [--model M] [--device cuda] [--tokens 256]
+    .venv/bin/python -m benchmarks.bench_capture [--model M] [--device cuda] [--tokens 256]
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Timings take the best of ``--repeats`` interleaved runs. The machine may be shar
 absolute numbers are noisy; ratios from interleaved runs are less so.
 
 Usage:
-    .venv/bin/python benchmarks/bench_routes.py [--tokens 256] [--short 128] [--repeats 3]
+    .venv/bin/python -m benchmarks.bench_routes [--tokens 256] [--short 128] [--repeats 3]
 """
 
 from __future__ import annotations

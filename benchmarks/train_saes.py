@@ -6,7 +6,7 @@ harvest time, and per SAE its training time, its share of the harvest, FVU (targ
 <= 0.2), L0 and dead features. The SAEs are cached where the notebook's ``full`` preset
 looks for them (``cache_root()/sae``), in SAELens's layout.
 
-    .venv/bin/python benchmarks/train_saes.py [--preset full] [--layers 6 14 22]
+    .venv/bin/python -m benchmarks.train_saes [--preset full] [--layers 6 14 22]
 """
 
 from __future__ import annotations

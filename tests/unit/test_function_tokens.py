@@ -16,6 +16,7 @@ from workbench.analysis.function_tokens import (
     FunctionTokenError,
     GraphAccumulator,
     NoFunctionTokenError,
+    ReactivationResult,
     TinyLMConfig,
     build_graph,
     control_positions,
@@ -32,6 +33,7 @@ from workbench.analysis.function_tokens import (
     reactivated_features,
     smallest_covering_set,
     sparse_codes,
+    steering_choice,
     steering_table,
     token_losses,
     train_tiny_lm,
@@ -378,6 +380,32 @@ def test_reactivated_features_match_a_manual_encoding():
     assert set(r.reactivated) <= set(r.content_specific) <= set(r.table["feature"])
     with pytest.raises(NoFunctionTokenError, match="must differ"):
         reactivated_features(model, sae, a, a, fids)
+
+
+def _react(features, content_specific, reactivated):
+    table = pd.DataFrame(
+        {
+            "feature": features,
+            "content_specific": content_specific,
+            "reactivated": reactivated,
+        }
+    )
+    return ReactivationResult(0, [], [], [], 0, 0, table)
+
+
+def test_steering_choice_prefers_a_reactivated_feature_then_the_preferred_layer():
+    plain = _react([7, 3], [True, False], [False, False])
+    react = _react([9, 4], [True, True], [True, False])
+    firing = _react([5], [False], [False])
+    assert steering_choice({6: plain, 14: plain, 22: react}, prefer=14) == (22, 9, "reactivated")
+    assert steering_choice({6: react, 14: react}, prefer=14) == (14, 9, "reactivated")
+    assert steering_choice({6: react, 14: plain}, prefer=14) == (6, 9, "reactivated")
+    assert steering_choice({6: firing, 14: plain}, prefer=14) == (14, 7, "content-specific")
+    assert steering_choice({6: firing}, prefer=99) == (6, 5, "firing")  # unknown: the first
+    with pytest.raises(NoFunctionTokenError, match="No SAE feature fires"):
+        steering_choice({6: _react([], [], [])})
+    with pytest.raises(NoFunctionTokenError, match="No reactivation results"):
+        steering_choice({})
 
 
 # -- the tiny LM ------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_missing_sae_error_says_how_to_train_or_fetch_one(tmp_path):
         load_sae(tmp_path / "nowhere")
     msg = str(err.value)
     assert "does not exist" in msg and "cfg.json" in msg
-    assert "benchmarks/train_saes.py" in msg and "load_pretrained" in msg
+    assert "benchmarks.train_saes" in msg and "load_pretrained" in msg
     (tmp_path / "empty").mkdir()
     with pytest.raises(SAEMissingError, match="holds nothing"):
         load_sae(tmp_path / "empty")

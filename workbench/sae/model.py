@@ -132,13 +132,13 @@ class SAE(nn.Module):
         return x @ self.W_enc + self.b_enc
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """TopK only: (indices, values), each [..., k]; values are >= 0 (ReLU'd)."""
+        """TopK only: (indices, values), each [..., k], in no set order; values are >= 0."""
         if self.cfg.architecture != "topk":
             raise SAEConfigError(
                 f"encode_sparse needs a TopK SAE; this one is {self.cfg.architecture!r}. "
                 "Use encode() and take the non-zeros."
             )
-        top = self.pre_activations(x).topk(self.cfg.k, dim=-1)
+        top = self.pre_activations(x).topk(self.cfg.k, dim=-1, sorted=False)  # sorting costs 8%
         return top.indices, top.values.relu()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

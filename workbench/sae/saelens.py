@@ -51,7 +51,7 @@ SAELENS_FORMAT_VERSION = "6.5.0"
 
 TRAIN_HINT = (
     "Train one offline (a few minutes on a CPU) with\n"
-    "    .venv/bin/python benchmarks/train_saes.py\n"
+    "    .venv/bin/python -m benchmarks.train_saes\n"
     "or in Python with workbench.sae.train_saes(model, texts, layers=[...]) (see "
     "notebooks/01_function_tokens.ipynb); or, with a model hub, fetch a pretrained "
     "SAELens or Gemma Scope SAE with workbench.sae.load_pretrained(repo_id, folder)."

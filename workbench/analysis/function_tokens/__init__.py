@@ -55,6 +55,7 @@ from workbench.analysis.function_tokens.reactivation import (
     differing_span,
     function_positions,
     reactivated_features,
+    steering_choice,
 )
 from workbench.analysis.function_tokens.steering import (
     control_positions,
@@ -101,6 +102,7 @@ __all__ = [
     "smallest_covering_set",
     "sparse_codes",
     "steered_text",
+    "steering_choice",
     "steering_table",
     "token_losses",
     "train_tiny_lm",

@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -37,6 +37,7 @@ __all__ = [
     "differing_span",
     "function_positions",
     "reactivated_features",
+    "steering_choice",
 ]
 
 
@@ -170,3 +171,33 @@ def reactivated_features(
     return ReactivationResult(
         sae.cfg.hook_layer, toks_a, toks_b, content, pos_a, pos_b, table, prov
     )
+
+
+def steering_choice(
+    results: Mapping[int, ReactivationResult], prefer: int | None = None
+) -> tuple[int, int, str]:
+    """(layer, feature, kind) to steer with, from :func:`reactivated_features` per layer.
+
+    A reactivated feature when any layer has one (``prefer`` first, then the layers in
+    order), else the preferred layer's most content-specific feature, else its top feature;
+    ``kind`` says which (``"reactivated"``, ``"content-specific"`` or ``"firing"``).
+
+    Example:
+        >>> react = {i: reactivated_features(lm, saes[i], a, b, ids) for i in (6, 14, 22)}
+        >>> steering_choice(react, prefer=14)
+        (22, 566, 'reactivated')
+    """
+    if not results:
+        raise NoFunctionTokenError("No reactivation results to choose a feature from.")
+    prefer = prefer if prefer in results else next(iter(results))
+    for layer in [prefer, *(i for i in results if i != prefer)]:
+        if results[layer].reactivated:
+            return layer, int(results[layer].reactivated[0]), "reactivated"
+    table = results[prefer].table
+    if not len(table):
+        raise NoFunctionTokenError(
+            f"No SAE feature fires at prompt A's function token at layer {prefer}; try "
+            "another layer or other prompts."
+        )
+    kind = "content-specific" if bool(table["content_specific"].iloc[0]) else "firing"
+    return prefer, int(table["feature"].iloc[0]), kind
