@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -38,8 +38,28 @@ class ToyConfigError(WorkbenchError, ValueError):
     """A toy model was configured in a way that cannot be built or run."""
 
 
+_Config = TypeVar("_Config", bound="JSONConfig")
+
+
+class JSONConfig:
+    """``to_dict``/``from_dict`` for a config dataclass: tuples become lists on the way out
+    (JSON has no tuples), and unknown keys are refused by name on the way in."""
+
+    error: ClassVar[type[Exception]] = ValueError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls: type[_Config], d: dict[str, Any]) -> _Config:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise cls.error(f"Unknown {cls.__name__} keys {sorted(unknown)}.")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyConfig(JSONConfig):
     """Shape and variant of a :class:`ToyTransformer`.
 
     Attributes:
@@ -67,6 +87,8 @@ class ToyConfig:
             tokens are far apart from the first step, and in the minimal 3-layer model a sink
             and a residual-state peak form within a few thousand steps.
     """
+
+    error: ClassVar[type[Exception]] = ToyConfigError
 
     vocab_size: int
     n_layers: int = 1
@@ -106,19 +128,6 @@ class ToyConfig:
                     f"{name} has layers {bad} outside 0..{self.n_layers - 1} "
                     f"(n_layers={self.n_layers})."
                 )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["no_attn_layers"] = list(self.no_attn_layers)
-        d["no_mlp_layers"] = list(self.no_mlp_layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ToyConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ToyConfigError(f"Unknown ToyConfig keys {sorted(unknown)}.")
-        return cls(**d)
 
 
 class Attention(nn.Module):

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.toy.bigram_backcopy import BBTask
-from workbench.toy.model import ToyConfig, ToyTransformer
+from workbench.toy.model import JSONConfig, ToyConfig, ToyTransformer
 from workbench.toy.probes import capture, probes_from_capture
 
 __all__ = [
@@ -74,7 +74,7 @@ class ResumeError(WorkbenchError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JSONConfig):
     """Everything that decides a training run (apart from the task's text).
 
     Attributes:
@@ -120,6 +120,8 @@ class TrainConfig:
     snapshot_len: int = 64
     checkpoint_every: int = 500
     seed: int = 0
+
+    error: ClassVar[type[Exception]] = TrainConfigError
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "no_attn_layers", tuple(self.no_attn_layers))
@@ -175,19 +177,6 @@ class TrainConfig:
             pos_std=self.pos_std,
             init=self.init,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["no_attn_layers"] = list(self.no_attn_layers)
-        d["no_mlp_layers"] = list(self.no_mlp_layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise TrainConfigError(f"Unknown TrainConfig keys {sorted(unknown)}.")
-        return cls(**d)
 
 
 # Paper-scale settings: the paper's recipe (1 layer, AdamW 3e-4, sequences of 256) at GPU
