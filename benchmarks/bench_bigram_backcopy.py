@@ -25,7 +25,7 @@ at the start and the end), not a property of the code.
 
 Usage:
     .venv/bin/python -m benchmarks.bench_bigram_backcopy [--minutes 10] [--threads 2]
-        [--compare-steps 10000] [--sgd-lrs 0.03] [--quick]
+        [--compare-steps 10000] [--sgd-lrs 0.03] [--no-bos-loss] [--quick]
 """
 
 from __future__ import annotations
@@ -152,18 +152,21 @@ def main_run(cfg: TrainConfig, task: BBTask, minutes: float):
     return df
 
 
-def peak_comparison(task: BBTask, steps: int, sgd_lrs: list[float]) -> None:
+def peak_comparison(
+    task: BBTask, steps: int, sgd_lrs: list[float], *, bos_loss: bool = True
+) -> None:
     """AdamW, SGD and ReLU attention on the minimal residual-peak model, ``steps`` each.
 
     The peak is read where the paper reads it: the BOS residual norm after layer 0 (stream
     1), the stream layer 1's attention reads. Later streams are printed too; in the ReLU
     model they also carry BOS's own unnormalised self-attention (its one visible key).
     """
-    base = peak_settings(steps=steps)
+    base = peak_settings(steps=steps, bos_loss=bos_loss)
     print(
         f"  model: {base.n_layers} layers, attention only at layer 1, d_model {base.d_model}, "
         f"init {base.init!r}, batch {base.batch_size} x {base.seq_len}; AdamW lr "
-        f"{base.learning_rate:g}; SGD momentum {base.momentum}"
+        f"{base.learning_rate:g}; SGD momentum {base.momentum}; BOS prediction "
+        f"{'trained' if base.bos_loss else 'left out of the loss'}"
     )
     variants = [("AdamW", {})]
     variants += [(f"SGD {lr:g}", {"optimizer": "sgd", "lr": lr}) for lr in sgd_lrs]
@@ -220,6 +223,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="AdamW lr (default 1e-3)")
     ap.add_argument("--lr-schedule", default=None, choices=["constant", "cosine"])
     ap.add_argument("--sgd-lrs", default="0.03", help="SGD learning rates (0.03: the paper's)")
+    ap.add_argument(
+        "--no-bos-loss",
+        action="store_true",
+        help="section 3: leave the BOS position's own prediction out of the loss",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny settings, to check the script")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -255,7 +263,7 @@ def main() -> None:
         f"\n3. residual-state peak, AdamW vs SGD vs ReLU attention, {args.compare_steps} steps each"
     )
     sgd_lrs = [float(x) for x in args.sgd_lrs.split(",") if x]
-    peak_comparison(task, args.compare_steps, sgd_lrs)
+    peak_comparison(task, args.compare_steps, sgd_lrs, bos_loss=not args.no_bos_loss)
 
     print(
         f"\n4. whole benchmark: {time.perf_counter() - t_start:.0f} s wall, peak resident memory "

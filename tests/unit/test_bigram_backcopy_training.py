@@ -180,3 +180,23 @@ def test_peak_settings_build_the_minimal_model_with_torch_init():
         "torch",
         (0, 2),
     )
+
+
+def test_step_loss_leaves_the_bos_prediction_out_when_asked():
+    from workbench.toy.training import step_loss
+
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 5, (3, 6))
+    logits = torch.randn(3, 5, 5, requires_grad=True)  # predictions from tokens[:, :-1]
+    ref = torch.stack(
+        [
+            -torch.log_softmax(logits[b, t], -1)[tokens[b, t + 1]]
+            for b in range(3)
+            for t in range(1, 5)
+        ]
+    ).mean()
+    torch.testing.assert_close(step_loss(logits, tokens, bos_loss=False), ref)
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), tokens[:, 1:].reshape(-1))
+    torch.testing.assert_close(step_loss(logits, tokens), full)
+    step_loss(logits, tokens, bos_loss=False).backward()
+    assert logits.grad[:, 0].abs().max() == 0 and logits.grad[:, 1:].abs().max() > 0

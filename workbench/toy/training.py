@@ -95,6 +95,9 @@ class TrainConfig(JSONConfig):
             positions, to keep the scrub data small.
         checkpoint_every: steps between checkpoints when ``out_dir`` is given.
         seed: decides the initial weights, every batch and the probe batch.
+        bos_loss: train the BOS position's own prediction (of the first character), as the
+            paper's code does. False leaves it out of the loss, to test how much of the BOS
+            residual norm's growth that one prediction drives.
     """
 
     n_layers: int = 1
@@ -120,6 +123,7 @@ class TrainConfig(JSONConfig):
     snapshot_len: int = 64
     checkpoint_every: int = 500
     seed: int = 0
+    bos_loss: bool = True
 
     error: ClassVar[type[Exception]] = TrainConfigError
 
@@ -353,6 +357,16 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> ToyTransformer:
         return ToyTransformer(cfg.model_config(vocab_size))
 
 
+def step_loss(logits: torch.Tensor, tokens: torch.Tensor, *, bos_loss: bool = True) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``logits`` ``[B, T-1, V]`` (from ``tokens[:, :-1]``)
+    against ``tokens`` ``[B, T]``; without ``bos_loss`` the BOS position's prediction is left out.
+    """
+    start = 0 if bos_loss else 1
+    return torch.nn.functional.cross_entropy(
+        logits[:, start:].reshape(-1, logits.shape[-1]), tokens[:, 1 + start :].reshape(-1)
+    )
+
+
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(
@@ -449,10 +463,7 @@ def train(
             break
         model.train()
         tokens = batches(step).to(device)  # [B, T]
-        logits = model(tokens[:, :-1])  # [B, T-1, V]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
-        )
+        loss = step_loss(model(tokens[:, :-1]), tokens, bos_loss=cfg.bos_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for group in opt.param_groups:
