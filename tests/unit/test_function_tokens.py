@@ -393,19 +393,15 @@ def _react(features, content_specific, reactivated):
     return ReactivationResult(0, [], [], [], 0, 0, table)
 
 
-def test_steering_choice_prefers_a_reactivated_feature_then_the_preferred_layer():
-    plain = _react([7, 3], [True, False], [False, False])
-    react = _react([9, 4], [True, True], [True, False])
-    firing = _react([5], [False], [False])
-    assert steering_choice({6: plain, 14: plain, 22: react}, prefer=14) == (22, 9, "reactivated")
-    assert steering_choice({6: react, 14: react}, prefer=14) == (14, 9, "reactivated")
-    assert steering_choice({6: react, 14: plain}, prefer=14) == (6, 9, "reactivated")
-    assert steering_choice({6: firing, 14: plain}, prefer=14) == (14, 7, "content-specific")
-    assert steering_choice({6: firing}, prefer=99) == (6, 5, "firing")  # unknown: the first
-    with pytest.raises(NoFunctionTokenError, match="No SAE feature fires"):
-        steering_choice({6: _react([], [], [])})
-    with pytest.raises(NoFunctionTokenError, match="No reactivation results"):
-        steering_choice({})
+def test_steering_choice_takes_reactivated_then_content_specific_then_firing():
+    assert steering_choice(_react([9, 4], [True, True], [True, False])) == (9, "reactivated")
+    assert steering_choice(_react([7, 3], [True, False], [False, False])) == (
+        7,
+        "content-specific",
+    )
+    assert steering_choice(_react([5], [False], [False])) == (5, "firing")
+    with pytest.raises(NoFunctionTokenError, match="No SAE feature fires at .* layer 0"):
+        steering_choice(_react([], [], []))
 
 
 # -- the tiny LM ------------------------------------------------------------------------------
@@ -434,6 +430,7 @@ def test_tiny_lm_trains_and_saves_safetensors_checkpoints(tmp_path):
     )
     run = train_tiny_lm(tok, docs, fids, cfg, tmp_path, progress=False)
     assert [p.name for p in run.checkpoints] == ["step0", "step3", "step12"]
+    assert run.steps == 12
     assert all((p / "model.safetensors").is_file() for p in run.checkpoints)
     losses = run.losses.pivot(index="step", columns="class", values="mean_loss")
     assert list(losses.index) == [0, 3, 12]

@@ -71,6 +71,7 @@ class TinyLMRun:
     checkpoints: list[Path]
     seconds: float
     config: TinyLMConfig
+    steps: int = 0  # steps actually trained: fewer than config.steps when time ran out
 
 
 def checkpoint_steps(steps: int, n: int) -> list[int]:
@@ -221,4 +222,4 @@ def train_tiny_lm(
         bar.close()
     losses = pd.DataFrame(rows)
     losses.to_csv(out / "losses.csv", index=False)
-    return TinyLMRun(out, losses, ckpts, time.perf_counter() - t0, cfg)
+    return TinyLMRun(out, losses, ckpts, time.perf_counter() - t0, cfg, step)
