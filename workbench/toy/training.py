@@ -247,8 +247,7 @@ def settings(full: bool = False, **overrides: Any) -> TrainConfig:
         >>> settings(steps=None, batch_size=16).batch_size  # a notebook's parameters cell
         16
     """
-    base = PAPER_SETTINGS if full else CPU_SETTINGS
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    return _with(PAPER_SETTINGS if full else CPU_SETTINGS, overrides)
 
 
 def peak_settings(full: bool = False, **overrides: Any) -> TrainConfig:
@@ -259,7 +258,11 @@ def peak_settings(full: bool = False, **overrides: Any) -> TrainConfig:
         >>> cfg = peak_settings(steps=3000)
         >>> runs = train_variants(cfg, {"AdamW": {}, "SGD": {"optimizer": "sgd", "lr": 0.03}})
     """
-    base = PAPER_PEAK_SETTINGS if full else PEAK_SETTINGS
+    return _with(PAPER_PEAK_SETTINGS if full else PEAK_SETTINGS, overrides)
+
+
+def _with(base: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``base`` with the overrides that are not None (a notebook's "use the default")."""
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
