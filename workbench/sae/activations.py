@@ -34,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
-from workbench.models.embedded import cache_root
 from workbench.models.model import WorkbenchModel, _trace_kwargs
+from workbench.storage import cache_root
 
 __all__ = [
     "SITES",

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.models.embedded import cache_root
 from workbench.models.model import WorkbenchModel
 from workbench.sae.activations import harvest
 from workbench.sae.model import SAE
 from workbench.sae.saelens import TRAIN_HINT, SAEMissingError, load_sae, save_sae
 from workbench.sae.training import SAEReport, TrainConfig, train_saes
+from workbench.storage import cache_root
 
 __all__ = ["cached_saes", "sae_folder"]
 

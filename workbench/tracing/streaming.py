@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from workbench.models.embedded import cache_root
 from workbench.models.model import WorkbenchModel
+from workbench.storage import cache_root
 from workbench.tracing.capture import Capture, Transform, capture
 
 __all__ = ["Reducer", "stream", "stream_cache_key"]
