@@ -1,0 +1,227 @@
+"""Never lose a user's files: ``workbench run`` outputs, SAE folders, the NDIF key, the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from workbench import cli
+from workbench.runner import (
+    NotANotebookError,
+    OutputBusyError,
+    OutputPathError,
+    UnknownParameterError,
+    run_notebook,
+)
+
+
+def _notebook(folder, *cells: str, name: str = "x.ipynb", params: str = "n = 3\n"):
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell(params)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Py", "language": "python"}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def _good_copy(out, name: str = "x.ipynb") -> bytes:
+    """A previous good executed copy, as papermill writes it (with its metadata key)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('the good run')")]
+    nb.metadata["papermill"] = {"input_path": "x.ipynb"}
+    out.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out / name)
+    return (out / name).read_bytes()
+
+
+# -- workbench run: the output is never the input -------------------------------------------
+
+
+def test_run_refuses_to_write_over_the_notebook_itself(tmp_path):
+    path = _notebook(tmp_path / "results", "print(1)")
+    before = path.read_bytes()
+    for out in (tmp_path / "results", tmp_path / "results" / ".." / "results"):
+        result = run_notebook(path, {}, out_dir=out)
+        assert isinstance(result.exception, OutputPathError), result.summary()
+        assert "is the notebook" in result.error and "Choose another --out" in result.error
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["x.ipynb"]
+
+
+def test_cli_run_with_the_default_out_keeps_a_notebook_in_results(tmp_path, monkeypatch, capsys):
+    path = _notebook(tmp_path / "results", "print(1)")
+    before = path.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["run", "results/x.ipynb"])  # default --out results
+    text = "".join(capsys.readouterr())
+    assert code == 1 and "is the notebook" in text and "Traceback" not in text
+    assert path.read_bytes() == before
+
+
+def test_run_refuses_a_symlinked_output_that_is_the_input(tmp_path):
+    path = _notebook(tmp_path / "nb", "print(1)")
+    (tmp_path / "link").symlink_to(tmp_path / "nb")
+    result = run_notebook(path, {}, out_dir=tmp_path / "link")
+    assert isinstance(result.exception, OutputPathError)
+    assert path.is_file()
+
+
+# -- workbench run: a failed run never replaces a good copy ---------------------------------
+
+
+def test_a_mistyped_parameter_leaves_the_good_copy_and_writes_a_failed_one(tmp_path):
+    path = _notebook(tmp_path / "nb", "print(n)")
+    out = tmp_path / "out"
+    good = _good_copy(out)
+    result = run_notebook(path, {"nn": "4"}, out_dir=out)
+    assert isinstance(result.exception, UnknownParameterError)
+    assert (out / "x.ipynb").read_bytes() == good
+    assert result.executed_path == out / "x.failed.ipynb"
+    assert "Not executed" in nbformat.read(result.executed_path, as_version=4).cells[0].source
+    assert result.kept_path == out / "x.ipynb"
+    assert f"the last good executed copy is kept: {out / 'x.ipynb'}" in result.summary()
+    assert not list(out.glob(".*"))  # no lock, no temporary file left behind
+    # a second failure replaces the first failed copy (ours), still not the good one
+    result = run_notebook(path, {"m": "4"}, out_dir=out)
+    assert "'m'" in nbformat.read(result.executed_path, as_version=4).cells[0].source
+    assert (out / "x.ipynb").read_bytes() == good
+
+
+@pytest.mark.slow
+def test_real_runs_rename_on_success_and_keep_the_good_copy_on_failure(tmp_path):
+    path = _notebook(tmp_path / "nb", "print('value', n)\nassert n < 10, 'n too big'")
+    out = tmp_path / "out"
+    ok = run_notebook(path, {"n": "4"}, out_dir=out, progress_bar=False)
+    assert ok.ok, ok.summary()
+    assert ok.executed_path == out / "x.ipynb" and ok.html_path == out / "x.html"
+    good, page = (out / "x.ipynb").read_bytes(), (out / "x.html").read_bytes()
+    assert b"value 4" in good
+    assert sorted(p.name for p in out.iterdir()) == ["x.html", "x.ipynb"]  # no tmp, no lock
+
+    bad = run_notebook(path, {"n": "40"}, out_dir=out, progress_bar=False)
+    assert not bad.ok and "n too big" in bad.error
+    assert (out / "x.ipynb").read_bytes() == good and (out / "x.html").read_bytes() == page
+    assert bad.executed_path == out / "x.failed.ipynb" and bad.html_path == out / "x.failed.html"
+    assert b"value 40" in bad.executed_path.read_bytes()
+    assert "last good executed copy is kept" in bad.summary()
+
+    again = run_notebook(path, {"n": "5"}, out_dir=out, progress_bar=False)
+    assert again.ok  # the stale failed copies are superseded and removed
+    assert sorted(p.name for p in out.iterdir()) == ["x.html", "x.ipynb"]
+    assert b"value 5" in (out / "x.ipynb").read_bytes()
+
+
+# -- workbench run: two runs into one output ------------------------------------------------
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_holds_it(tmp_path):
+    path = _notebook(tmp_path / "nb", "print(n)")
+    out = tmp_path / "out"
+    good = _good_copy(out)
+    lock = out / ".x.ipynb.lock"
+    lock.write_text(f"{os.getppid()}\n")  # a live process that is not us
+    result = run_notebook(path, {"nn": "1"}, out_dir=out)
+    assert isinstance(result.exception, OutputBusyError)
+    assert str(lock) in result.error and f"process {os.getppid()}" in result.error
+    assert "delete the lock file" in result.error
+    assert (out / "x.ipynb").read_bytes() == good and not (out / "x.failed.ipynb").exists()
+    assert lock.read_text() == f"{os.getppid()}\n"  # someone else's lock stays
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
+    path = _notebook(tmp_path / "nb", "print(n)")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".x.ipynb.lock").write_text(f"{dead.pid}\n")
+    result = run_notebook(path, {"nn": "1"}, out_dir=out)
+    assert isinstance(result.exception, UnknownParameterError)  # it got past the lock
+    assert not (out / ".x.ipynb.lock").exists()
+
+
+def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
+    from workbench.runner import _output_lock
+
+    with _output_lock(tmp_path, "x.ipynb") as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(OutputBusyError, match="lock file"):
+            with _output_lock(tmp_path, "x.ipynb"):
+                pass
+    assert not lock.exists()
+
+
+# -- workbench run: inputs and --out that are not what they should be -----------------------
+
+
+def test_run_rejects_scripts_non_notebooks_and_folders(tmp_path):
+    script = tmp_path / "x.py"
+    script.write_text("print(1)\n")
+    result = run_notebook(script, {}, out_dir=tmp_path / "out")
+    assert isinstance(result.exception, NotANotebookError)
+    assert "Python script" in result.error and "jupytext --to ipynb" in result.error
+    for text in ("not json at all", '{"a": 1}', ""):
+        bad = tmp_path / "bad.ipynb"
+        bad.write_text(text)
+        result = run_notebook(bad, {}, out_dir=tmp_path / "out")
+        assert isinstance(result.exception, NotANotebookError), text
+        assert "is not a Jupyter notebook" in result.error and "notebook JSON" in result.error
+    result = run_notebook(tmp_path, {}, out_dir=tmp_path / "out")
+    assert isinstance(result.exception, NotANotebookError) and "is a folder" in result.error
+    assert not (tmp_path / "out").exists()  # nothing is created for a refused run
+
+
+def test_out_naming_a_file_is_refused_and_the_file_kept(tmp_path, capsys):
+    path = _notebook(tmp_path / "nb", "print(n)")
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    result = run_notebook(path, {}, out_dir=target)
+    assert isinstance(result.exception, OutputPathError) and "is a file" in result.error
+    assert target.read_text() == "mine"
+    result = run_notebook(path, {}, out_dir=tmp_path / "new.ipynb")
+    assert isinstance(result.exception, OutputPathError) and "looks like a file" in result.error
+    assert not (tmp_path / "new.ipynb").exists()
+    code = cli.main(["run", str(path), "--out", str(target)])
+    text = "".join(capsys.readouterr())
+    assert code == 1 and "names a folder" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("name", ["x.ipynb", "x.failed.ipynb", "x.html"])
+def test_a_file_at_the_output_path_that_we_did_not_write_is_not_replaced(tmp_path, name):
+    path = _notebook(tmp_path / "nb", "print(n)")
+    out = tmp_path / "out"
+    out.mkdir()
+    if name.endswith(".ipynb"):
+        mine = nbformat.v4.new_notebook()
+        mine.cells = [nbformat.v4.new_markdown_cell("my own notes")]
+        nbformat.write(mine, out / name)
+    else:
+        (out / name).write_text("<html>my page</html>")
+    before = (out / name).read_bytes()
+    result = run_notebook(path, {"nn": "1"}, out_dir=out)
+    assert isinstance(result.exception, OutputPathError)
+    assert "was not written by `workbench run`" in result.error and name in result.error
+    assert (out / name).read_bytes() == before
+    # without HTML, a foreign page is not in the way
+    if name == "x.html":
+        result = run_notebook(path, {"nn": "1"}, out_dir=out, html=False)
+        assert isinstance(result.exception, UnknownParameterError)
+
+
+def test_export_html_marks_its_pages_and_writes_atomically(tmp_path):
+    from workbench.runner import _HTML_MARK, _is_ours, export_html
+
+    out = tmp_path / "out"
+    _good_copy(out)
+    page = export_html(out / "x.ipynb")
+    assert _HTML_MARK in page.read_text() and _is_ours(page)
+    assert sorted(p.name for p in out.iterdir()) == ["x.html", "x.ipynb"]
+    assert json.loads((out / "x.ipynb").read_text())["metadata"]["papermill"]
