@@ -225,3 +225,118 @@ def test_export_html_marks_its_pages_and_writes_atomically(tmp_path):
     assert _HTML_MARK in page.read_text() and _is_ours(page)
     assert sorted(p.name for p in out.iterdir()) == ["x.html", "x.ipynb"]
     assert json.loads((out / "x.ipynb").read_text())["metadata"]["papermill"]
+
+
+# -- save_sae: never removes what it did not write -------------------------------------------
+
+
+def _sae(seed: int = 0):
+    import torch
+
+    from workbench.sae.model import SAE, SAEConfig
+
+    torch.manual_seed(seed)
+    sae = SAE(SAEConfig(12, 40, "topk", k=5, hook_layer=2))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn_like(p))
+    return sae
+
+
+def _same(a, b) -> bool:
+    import torch
+
+    return all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+def test_save_sae_refuses_a_folder_holding_a_users_files(tmp_path):
+    from workbench.sae.saelens import SAEFolderInUseError, load_sae, save_sae
+
+    folder = tmp_path / "L2"
+    folder.mkdir()
+    (folder / "notes.md").write_text("my notes")
+    with pytest.raises(SAEFolderInUseError) as err:
+        save_sae(_sae(), folder)
+    msg = str(err.value)
+    assert "notes.md" in msg and "overwrite=True" in msg and "Nothing was changed" in msg
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.md"]
+    # overwrite=True writes our two files and keeps the user's
+    save_sae(_sae(), folder, overwrite=True)
+    assert (folder / "notes.md").read_text() == "my notes"
+    assert _same(load_sae(folder), _sae())
+
+
+def test_save_sae_replaces_its_own_files_and_keeps_the_rest(tmp_path):
+    from workbench.sae.saelens import load_sae, save_sae
+
+    folder = save_sae(_sae(0), tmp_path / "L2")
+    assert sorted(p.name for p in folder.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert set(cfg["workbench"]["files"]) == {"cfg.json", "sae_weights.safetensors"}
+    (folder / "notes.md").write_text("mine")  # a user's file beside a saved SAE
+    save_sae(_sae(1), folder)  # our manifest: no overwrite needed
+    assert (folder / "notes.md").read_text() == "mine"
+    back = load_sae(folder)
+    assert _same(back, _sae(1)) and "files" not in back.cfg.extra
+    assert not [p for p in tmp_path.iterdir() if p.name != "L2"]  # no temporary folders left
+
+
+def test_save_sae_refuses_a_plain_saelens_folder_and_a_file(tmp_path):
+    from workbench.sae.saelens import SAEFolderInUseError, save_sae
+
+    folder = tmp_path / "theirs"
+    save_sae(_sae(0), folder)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    del cfg["workbench"]  # as SAELens writes it: no manifest of ours
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(SAEFolderInUseError, match="save_sae did not write"):
+        save_sae(_sae(1), folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SAEFolderInUseError, match="it is a file"):
+        save_sae(_sae(), tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("truncate weights", "truncated or was replaced"),
+        ("garble weights", "could not be read as safetensors"),
+        ("truncate cfg", "is not valid JSON"),
+        ("drop d_in", "has no 'd_in'"),
+        ("d_in text", "'d_in' must be an integer"),
+        ("cfg list", "holds a JSON list"),
+    ],
+)
+def test_a_broken_sae_file_is_named_with_how_to_recover(tmp_path, damage, says):
+    from workbench.sae.saelens import SAECorruptError, load_sae, save_sae
+
+    folder = save_sae(_sae(), tmp_path / "L2")
+    weights, cfg_file = folder / "sae_weights.safetensors", folder / "cfg.json"
+    cfg = json.loads(cfg_file.read_text())
+    if damage == "truncate weights":
+        weights.write_bytes(weights.read_bytes()[:-100])
+        named = weights
+    elif damage == "garble weights":
+        size = weights.stat().st_size
+        weights.write_bytes(b"\xff" * size)  # same size: only the reader can tell
+        named = weights
+    else:
+        named = cfg_file
+        if damage == "truncate cfg":
+            cfg_file.write_text(cfg_file.read_text()[:50])
+        elif damage == "drop d_in":
+            del cfg["d_in"]
+            cfg_file.write_text(json.dumps(cfg))
+        elif damage == "d_in text":
+            cfg["d_in"] = "wide"
+            cfg_file.write_text(json.dumps(cfg))
+        else:
+            cfg_file.write_text("[1, 2]")
+    with pytest.raises(SAECorruptError) as err:
+        load_sae(folder)
+    msg = str(err.value)
+    assert says in msg and str(named) in msg and f"rm -r {folder}" in msg
+    assert "Traceback" not in msg

@@ -10,6 +10,11 @@ reads such a folder; so does :func:`load_sae`, without SAELens installed.
 Gemma Scope publishes ``params.npz`` files (JumpReLU) instead; :func:`load_pretrained`
 reads both kinds from the hub when one is reachable.
 
+``save_sae`` never removes a file it did not write: ``cfg.json`` lists the files it wrote
+(``workbench.files``, with their sizes), a folder holding anything else is refused unless
+``overwrite=True``, and even then only those two files are replaced. A truncated or broken
+file is reported by name, with how to recover.
+
 Example:
     >>> save_sae(sae, "saes/L6")                   # cfg.json + sae_weights.safetensors
     >>> sae = load_sae("saes/L6")
@@ -22,19 +27,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 
 from workbench.errors import WorkbenchError
 from workbench.sae.model import ARCHITECTURES, SAE, SAEConfig, SAEConfigError
+from workbench.storage import atomic_dir, atomic_write, atomic_write_text
 
 __all__ = [
     "CFG_FILENAME",
+    "SAECorruptError",
+    "SAEFolderInUseError",
     "SAEMissingError",
     "TRAIN_HINT",
     "WEIGHTS_FILENAME",
@@ -60,6 +67,22 @@ TRAIN_HINT = (
 
 class SAEMissingError(WorkbenchError, FileNotFoundError):
     """No SAE where one was asked for (an empty folder, or a hub that cannot be reached)."""
+
+
+class SAEFolderInUseError(WorkbenchError, FileExistsError):
+    """``save_sae`` was pointed at a folder holding files it did not write."""
+
+
+class SAECorruptError(SAEConfigError):
+    """An SAE file that is truncated, not valid JSON / safetensors, or lacks a needed key."""
+
+
+def _recover(folder: Path) -> str:
+    return (
+        f"Delete the folder (rm -r {folder}) and save or train the SAE again (a cached SAE "
+        f"is retrained on the next run); or fetch it again from where it came from. "
+        f"{TRAIN_HINT}"
+    )
 
 
 def _saelens_cfg(cfg: SAEConfig) -> dict[str, Any]:
@@ -93,21 +116,65 @@ def _saelens_cfg(cfg: SAEConfig) -> dict[str, Any]:
     return {**flat, "metadata": meta, "workbench": {"site": cfg.site, **cfg.extra}}
 
 
-def save_sae(sae: SAE, path: str | os.PathLike) -> Path:
-    """Write ``sae`` to folder ``path`` in SAELens's layout, atomically; returns the folder."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-sae-", dir=target.parent))
+def _written_by_us(folder: Path) -> dict[str, Any] | None:
+    """The files an earlier :func:`save_sae` wrote into ``folder`` (its manifest), or None."""
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
-        save_file(tensors, tmp / WEIGHTS_FILENAME)
-        (tmp / CFG_FILENAME).write_text(json.dumps(_saelens_cfg(sae.cfg), indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        cfg = json.loads((folder / CFG_FILENAME).read_text())
+        files = cfg["workbench"]["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
+def save_sae(sae: SAE, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``sae`` to folder ``path`` in SAELens's layout; returns the folder.
+
+    A new folder is written atomically. An existing one is used only if it is empty or an
+    earlier ``save_sae`` wrote it (its ``cfg.json`` lists the files); then only those files
+    are replaced, each atomically, and anything else in the folder is left alone.
+
+    Args:
+        overwrite: also write into a folder holding files ``save_sae`` did not write; only
+            ``cfg.json`` and ``sae_weights.safetensors`` are replaced, nothing is removed.
+
+    Raises:
+        SAEFolderInUseError: ``path`` is a file, or a folder holding other files (and not
+            ``overwrite``).
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise SAEFolderInUseError(
+            f"Cannot save the SAE to {str(target)!r}: it is a file, and an SAE is a folder "
+            f"({CFG_FILENAME} + {WEIGHTS_FILENAME}). Choose a folder path."
+        )
+    tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
+    cfg = _saelens_cfg(sae.cfg)
+
+    def write_into(folder: Path) -> None:
+        atomic_write(folder / WEIGHTS_FILENAME, lambda f: f.write(st_save(tensors)))
+        size = (folder / WEIGHTS_FILENAME).stat().st_size
+        cfg["workbench"]["files"] = {WEIGHTS_FILENAME: size, CFG_FILENAME: None}
+        atomic_write_text(folder / CFG_FILENAME, json.dumps(cfg, indent=1))  # last: the manifest
+
+    if not target.exists():
+        with atomic_dir(target) as tmp:
+            write_into(tmp)
+        return target
+    ours = _written_by_us(target)
+    held = sorted(p.name for p in target.iterdir())
+    if ours is None and held and not overwrite:
+        raise SAEFolderInUseError(
+            f"Cannot save the SAE to {str(target)!r}: the folder holds {held[:10]}"
+            f"{' ...' if len(held) > 10 else ''}, which save_sae did not write (its "
+            f"{CFG_FILENAME} does not list them). Nothing was changed. Choose a new or empty "
+            f"folder, or pass overwrite=True to write {CFG_FILENAME} and {WEIGHTS_FILENAME} "
+            "there (other files are kept)."
+        )
+    write_into(target)
+    for name in ours or {}:  # files an earlier save wrote that this one no longer does
+        old = target / str(name)
+        if name not in (CFG_FILENAME, WEIGHTS_FILENAME) and old.parent == target and old.is_file():
+            old.unlink()
     return target
 
 
@@ -116,8 +183,29 @@ def _layer_from_hook(hook_name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def config_from_saelens(d: dict[str, Any]) -> SAEConfig:
-    """An :class:`SAEConfig` from a SAELens ``cfg.json`` dict (pre-6.0 or 6.x layout)."""
+def config_from_saelens(d: dict[str, Any], where: str = CFG_FILENAME) -> SAEConfig:
+    """An :class:`SAEConfig` from a SAELens ``cfg.json`` dict (pre-6.0 or 6.x layout).
+
+    Raises:
+        SAECorruptError: ``d`` is not a dict, or lacks ``d_in`` / ``d_sae`` as integers.
+    """
+    if not isinstance(d, dict):
+        raise SAECorruptError(
+            f"{where} holds a JSON {type(d).__name__}, but an SAE config is a JSON object "
+            "with d_in, d_sae and architecture."
+        )
+    for key in ("d_in", "d_sae"):
+        value = d.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise SAECorruptError(
+                f"{where} has no {key!r} (an integer: the SAE's "
+                f"{'input width, the model d_model' if key == 'd_in' else 'number of features'}"
+                f"); got {value!r}. Its keys: {sorted(d)[:20]}."
+            )
+        try:
+            int(value)
+        except ValueError:
+            raise SAECorruptError(f"{where}: {key!r} must be an integer; got {value!r}.") from None
     meta = d.get("metadata") or d.get("meta") or {}
     arch = d.get("architecture", "standard")
     if arch not in ARCHITECTURES:
@@ -142,7 +230,7 @@ def config_from_saelens(d: dict[str, Any]) -> SAEConfig:
         apply_b_dec_to_input=bool(d.get("apply_b_dec_to_input", True)),
         context_size=d.get("context_size", meta.get("context_size")),
         dataset_path=d.get("dataset_path") or meta.get("dataset_path") or "",
-        extra={k: v for k, v in ours.items() if k != "site"},
+        extra={k: v for k, v in ours.items() if k not in ("site", "files")},
     )
 
 
@@ -187,8 +275,32 @@ def load_sae(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> 
             f"No SAE at {str(folder)!r}: it {where}, but an SAE folder needs "
             f"{CFG_FILENAME} and {WEIGHTS_FILENAME} (SAELens layout). {TRAIN_HINT}"
         )
-    cfg = config_from_saelens(json.loads(cfg_file.read_text()))
-    return _from_tensors(cfg, load_file(str(weights)), str(folder)).to(device)
+    try:
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SAECorruptError(
+            f"{cfg_file} is not valid JSON ({type(exc).__name__}: {exc}); the file was "
+            f"truncated or edited. {_recover(folder)}"
+        ) from None
+    try:
+        cfg = config_from_saelens(raw, where=str(cfg_file))
+    except SAECorruptError as exc:
+        raise SAECorruptError(f"{exc} {_recover(folder)}") from None
+    listed = _written_by_us(folder) or {}
+    size, want = weights.stat().st_size, listed.get(WEIGHTS_FILENAME)
+    if isinstance(want, int) and size != want:
+        raise SAECorruptError(
+            f"{weights} has {size} bytes, but save_sae wrote {want}: the file is truncated "
+            f"or was replaced. {_recover(folder)}"
+        )
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
+        raise SAECorruptError(
+            f"{weights} could not be read as safetensors ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the file is truncated or corrupt. {_recover(folder)}"
+        ) from None
+    return _from_tensors(cfg, tensors, str(folder)).to(device)
 
 
 # -- hub ------------------------------------------------------------------------------------
