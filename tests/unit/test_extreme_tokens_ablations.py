@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.models import ARCHS, tiny
+from tests.models import ARCHS, tiny, tiny_variant
 from workbench.analysis.extreme_tokens import (
     EmptyDomainError,
     ExtremeTokenError,
@@ -218,18 +218,11 @@ def test_classify_and_contrast_on_a_hand_made_table():
 
 def test_losses_use_soft_capped_logits_like_hf():
     """Gemma-2 soft-caps its logits after the unembedding; every loss here must too."""
-    arch = "Gemma2ForCausalLM"
-    model = tiny(arch)
-    hf, _ = tiny_hf_model(arch)
-    old = model.hf.config.final_logit_softcapping
-    model.hf.config.final_logit_softcapping = hf.config.final_logit_softcapping = 0.5
-    try:
-        tokens = model.tokenize(PROMPTS)
-        fast = ablation_sweep(model, PROMPTS, layers=[1], heads=[0], modes=["zero"])
-        naive = naive_ablation_sweep(model, PROMPTS, layers=[1], heads=[0], modes=["zero"])
-        clean = _loss(hf, tokens)
-    finally:
-        model.hf.config.final_logit_softcapping = old
+    model, hf = tiny_variant("Gemma2ForCausalLM", final_logit_softcapping=0.5)
+    tokens = model.tokenize(PROMPTS)
+    fast = ablation_sweep(model, PROMPTS, layers=[1], heads=[0], modes=["zero"])
+    naive = naive_ablation_sweep(model, PROMPTS, layers=[1], heads=[0], modes=["zero"])
+    clean = _loss(hf, tokens)
     assert fast["clean_loss"].iloc[0] == pytest.approx(clean, abs=1e-5)
     assert naive["clean_loss"].iloc[0] == pytest.approx(clean, abs=1e-5)
     assert fast["loss"].iloc[0] == pytest.approx(naive["loss"].iloc[0], abs=1e-5)

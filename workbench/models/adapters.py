@@ -17,6 +17,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import torch
+
 from workbench.errors import UnsupportedArchitectureError
 
 __all__ = ["FamilyAdapter", "adapter_for", "supported_architectures", "family_table"]
@@ -62,6 +64,7 @@ class FamilyAdapter:
     pos_embed: str | None
     unembed: str
     parallel_residual: bool
+    final_softcap: float | None
     n_layers: int
     n_heads: int
     n_kv_heads: int
@@ -74,6 +77,12 @@ class FamilyAdapter:
     @property
     def fused_qkv(self) -> bool:
         return self.q_proj == self.k_proj == self.v_proj
+
+    def softcap_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The family's final logit soft-cap (Gemma-2: ``tanh(x / c) * c``), else ``logits``."""
+        if not self.final_softcap:
+            return logits
+        return torch.tanh(logits / self.final_softcap) * self.final_softcap
 
     @property
     def kv_group(self) -> int:
@@ -110,15 +119,20 @@ def adapter_for(hf_model: Any, tokenizer: Any = None) -> FamilyAdapter:
     parallel = fam["parallel_residual"]
     if isinstance(parallel, str):  # "config.<attr>": read from the config
         parallel = bool(getattr(config, parallel.split(".", 1)[1], False))
+    softcap = fam.get("final_softcap")
+    if isinstance(softcap, str):  # "config.<attr>"
+        softcap = getattr(config, softcap.split(".", 1)[1], None)
     adds_bos = table["_adds_bos"].get(arch, False)
     if tokenizer is not None:
         adds_bos = tokenizer_adds_bos(tokenizer)
     fields = {k: fam[k] for k in FamilyAdapter.__dataclass_fields__ if k in fam}
     fields.pop("parallel_residual", None)
+    fields.pop("final_softcap", None)
     return FamilyAdapter(
         architecture=arch,
         family=fam_name,
         parallel_residual=parallel,
+        final_softcap=float(softcap) if softcap else None,
         n_layers=_cfg(config, "num_hidden_layers", "n_layer"),
         n_heads=n_heads,
         n_kv_heads=n_kv,

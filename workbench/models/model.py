@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +41,44 @@ Prompts = str | list[str] | torch.Tensor
 FULL_HASH_LIMIT = 1 << 30
 
 
+class TokenStrings(Sequence[list[str]]):
+    """Decoded token strings per prompt, decoded on first access (a list of lists).
+
+    Decoding every token costs more than a small forward pass, and most runs never look
+    at the strings, so they are decoded lazily and kept.
+    """
+
+    def __init__(self, tokenizer: Any, rows: list[list[int]]):
+        self._tokenizer = tokenizer
+        self._rows = rows
+        self._done: list[list[str]] | None = None
+
+    def _all(self) -> list[list[str]]:
+        if self._done is None:
+            dec = self._tokenizer.decode
+            self._done = [[dec([t]) for t in r] for r in self._rows]
+        return self._done
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        return list(self._all()) == list(other)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 @dataclass
 class Tokens:
     """A right-padded batch of tokenized prompts."""
 
     input_ids: torch.Tensor  # [batch, seq] long
     attention_mask: torch.Tensor  # [batch, seq] long, 1 = real token
-    strings: list[list[str]]  # decoded token strings per prompt, real tokens only
+    strings: Sequence[list[str]]  # decoded token strings per prompt, real tokens only
 
     @property
     def lengths(self) -> list[int]:
@@ -71,7 +103,7 @@ class WorkbenchModel:
     """A loaded model: nnsight wrapper, HF module, tokenizer, family adapter and id.
 
     Attributes:
-        nn: the nnsight ``TransformersModel`` (trace with ``model.nn.trace(...)``).
+        nn: the nnsight ``TransformersModel`` (trace it through ``workbench.tracing``).
         hf: the underlying HF ``*ForCausalLM`` module.
         tokenizer: the HF tokenizer.
         adapter: the :class:`FamilyAdapter` with module paths and head geometry.
@@ -85,6 +117,8 @@ class WorkbenchModel:
         self.adapter = adapter
         self.model_id = model_id
         self._weight_hash: str | None = None
+        # True when traces run on NDIF (load_model(..., remote=True)).
+        self.remote = False
 
     # -- geometry ---------------------------------------------------------------------
     @property
@@ -218,6 +252,24 @@ class WorkbenchModel:
     def unembed(self) -> torch.nn.Module:
         return self.hf_module(self.adapter.unembed)
 
+    def logits_of(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., vocab]`` of final residual vectors ``[..., d_model]``.
+
+        The model's own head: final norm, unembedding, then the family's logit soft-cap
+        (Gemma-2), so that ``logits_of(last layer output)`` equals HF's logits.
+        """
+        x = self.final_norm(resid.to(self.device, self.dtype))
+        return self.adapter.softcap_logits(self.unembed(x))
+
+    def attention_scale(self, i: int) -> float:
+        """The factor layer ``i`` multiplies ``q.k`` by before its softmax."""
+        scale = getattr(
+            self.hf_module(f"{self.adapter.layers}.{self.check_layer(i)}.{self.adapter.attn}"),
+            "scaling",
+            None,
+        )
+        return float(scale) if scale is not None else self.head_dim**-0.5
+
     # -- attention implementation ---------------------------------------------------------
     def ensure_eager(self, why: str = "attention probabilities") -> None:
         """Switch to eager attention (needed to read or edit probabilities), saying so."""
@@ -282,7 +334,7 @@ class WorkbenchModel:
                     f"Prompt {i} has {len(r)} tokens but {self.model_id} has a context of "
                     f"{limit}. Shorten it, or split it into chunks of at most {limit} tokens."
                 )
-        strings = [[self.tokenizer.decode([t]) for t in r] for r in rows]
+        strings = TokenStrings(self.tokenizer, rows)
         return Tokens(ids.to(self.device), mask.to(self.device), strings)
 
     @property
@@ -315,19 +367,3 @@ class WorkbenchModel:
                 h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
             self._weight_hash = ("sha256:" if full else "sha256-sampled:") + h.hexdigest()[:16]
         return self._weight_hash
-
-
-def _trace_kwargs(model: WorkbenchModel) -> dict[str, Any]:
-    return {"remote": True} if getattr(model, "remote", False) else {}
-
-
-def trace(model: WorkbenchModel, tokens: Tokens) -> Any:
-    """An nnsight trace of ``model`` on a tokenized batch, with its padding mask."""
-    # use_cache=False: one forward pass needs no key/value cache, and a cache kept alive by
-    # a trace that stops early only costs memory.
-    return model.nn.trace(
-        tokens.input_ids,
-        attention_mask=tokens.attention_mask,
-        use_cache=False,
-        **_trace_kwargs(model),
-    )

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -34,8 +33,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
-from workbench.models.model import WorkbenchModel, _trace_kwargs
+from workbench.models.model import WorkbenchModel
 from workbench.storage import cache_root
+from workbench.tracing.capture import capture
 
 __all__ = [
     "SITES",
@@ -160,26 +160,24 @@ def residuals(
     if site not in SITES:
         raise ActivationError(f"Unknown site {site!r}; residual sites: {SITES}.")
     wanted = sorted({model.check_layer(i) for i in layers})
-    saved: dict[Any, Any] = {}
-    ids = ids.to(model.device)
-    # use_cache=False: a KV cache is useless here, and an early-stopped trace leaves it in
-    # a reference cycle (the stop exception's traceback holds the forward's frames), so
-    # it would pile up batch after batch until the cyclic GC runs.
-    trace = model.nn.trace(ids, use_cache=False, **_trace_kwargs(model))
-    with torch.inference_mode(), trace as tracer:
-        for i in wanted:
-            layer = model.layer(i)
-            x = layer.input if site == "resid_pre" else layer.output
-            saved[i] = (x[0] if isinstance(x, tuple) else x).save()
-        if logits:
-            obj = model.nn
-            for part in model.adapter.unembed.split("."):
-                obj = getattr(obj, part)
-            saved["logits"] = obj.output.save()
-        else:
-            tracer.stop()
-    gc.collect(1)  # free the stop's frame cycle now (young generations only: about 1 ms)
-    return {k: v for k, v in saved.items()}
+    what = ([site] if wanted else []) + (["logits"] if logits else [])
+    if not what:
+        raise ActivationError("residuals() was asked for no layer and no logits.")
+    cap = capture(
+        model,
+        ids.to(model.device),
+        what,
+        layers=wanted or None,
+        grad=False,
+        provenance=False,
+    )
+    out: dict[Any, torch.Tensor] = {}
+    if wanted:
+        stacked = getattr(cap, site)
+        out = {i: stacked[j] for j, i in enumerate(cap.layers)}
+    if logits:
+        out["logits"] = cap.logits
+    return out
 
 
 @dataclass

@@ -1,9 +1,14 @@
-"""nnsight capture, interventions, logit lens, streaming and the load-time self-test."""
+"""nnsight capture, interventions, tail re-runs, logit lens, streaming and the self-test.
 
-from workbench.tracing.capture import CAPTURABLE, Capture, capture, run_with
+The only package that traces a language model (the Bigram-Backcopy toy, a model of our
+own, keeps its own probes).
+"""
+
+from workbench.tracing.capture import CAPTURABLE, Capture, LayerReduce, capture, run_with
 from workbench.tracing.interventions import (
     ActivationPatch,
     AttentionKnockout,
+    BlockAblation,
     HeadAblation,
     Intervention,
     NeuronClamp,
@@ -12,14 +17,17 @@ from workbench.tracing.interventions import (
 from workbench.tracing.lens import logit_lens, logit_lens_table, unembed
 from workbench.tracing.provenance import Provenance
 from workbench.tracing.streaming import Reducer, stream
+from workbench.tracing.tail import run_from
 
 __all__ = [
     "CAPTURABLE",
     "ActivationPatch",
     "AttentionKnockout",
+    "BlockAblation",
     "Capture",
     "HeadAblation",
     "Intervention",
+    "LayerReduce",
     "NeuronClamp",
     "Provenance",
     "Reducer",
@@ -27,6 +35,7 @@ __all__ = [
     "capture",
     "logit_lens",
     "logit_lens_table",
+    "run_from",
     "run_with",
     "stream",
     "unembed",

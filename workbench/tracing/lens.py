@@ -18,12 +18,7 @@ __all__ = ["logit_lens", "logit_lens_table", "unembed"]
 def unembed(model: WorkbenchModel, resid: torch.Tensor) -> torch.Tensor:
     """Logits [..., vocab] of residual vectors [..., d_model], as the model's head computes them."""
     with torch.no_grad():
-        x = model.final_norm(resid.to(model.device, model.dtype))
-        logits = model.unembed(x)
-        cap = getattr(model.hf.config, "final_logit_softcapping", None)
-        if cap:  # Gemma-2 squashes its logits; the lens must too
-            logits = torch.tanh(logits / cap) * cap
-    return logits
+        return model.logits_of(resid)
 
 
 def logit_lens(model: WorkbenchModel, resid: torch.Tensor) -> torch.Tensor:

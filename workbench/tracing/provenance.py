@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 __all__ = ["Provenance", "provenance_for"]
@@ -37,6 +38,7 @@ class Provenance:
         return asdict(self)
 
 
+@cache  # importlib.metadata reads files; a capture should not pay that every time
 def _version(pkg: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -38,7 +38,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nnsight
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -47,9 +46,10 @@ from workbench.analysis.extreme_tokens.errors import EmptyDomainError, ExtremeTo
 from workbench.analysis.extreme_tokens.metrics import batches_of, scan_extreme_tokens
 from workbench.analysis.extreme_tokens.sink import Sink, describe_sink, resolve_sink
 from workbench.models.model import Tokens, WorkbenchModel
-from workbench.tracing.capture import capture
+from workbench.tracing.capture import Capture, capture
 from workbench.tracing.interventions import HeadAblation
 from workbench.tracing.provenance import Provenance, provenance_for
+from workbench.tracing.tail import run_from
 
 __all__ = [
     "MODES",
@@ -87,11 +87,6 @@ def token_loss_sums(
     return (nll * valid).sum(-1), valid.sum(-1)
 
 
-def _softcap(model: WorkbenchModel, logits: torch.Tensor) -> torch.Tensor:
-    cap = getattr(model.hf.config, "final_logit_softcapping", None)
-    return logits if cap is None else torch.tanh(logits / cap) * cap
-
-
 def _unembed_loss_sums(
     model: WorkbenchModel, final: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
@@ -100,7 +95,7 @@ def _unembed_loss_sums(
     step = max(1, LOGIT_CHUNK // max(1, s * model.adapter.vocab_size))
     sums = []
     for i in range(0, rows, step):
-        logits = _softcap(model, model.unembed(model.final_norm(final[i : i + step])))
+        logits = model.logits_of(final[i : i + step])
         sums.append(token_loss_sums(logits, ids[i : i + step], mask[i : i + step])[0])
     return torch.cat(sums)
 
@@ -224,125 +219,38 @@ def naive_ablation_sweep(
 
 
 # -- fast sweep ------------------------------------------------------------------------------
-def _is_cache(x: Any) -> bool:
-    from transformers.cache_utils import Cache
-
-    return isinstance(x, Cache)
-
-
-def _repeat(obj: Any, b: int, n: int) -> Any:
-    """Repeat every batch-shaped tensor in ``obj`` ``n`` times along the batch (copy-major).
-
-    Batch-shaped means at least 2-D with ``b`` rows (masks, rotary tables, position ids);
-    1-D tensors such as ``cache_position`` stay. KV caches become ``None``.
-    """
-    if isinstance(obj, torch.Tensor):
-        if obj.dim() >= 2 and obj.shape[0] == b:
-            return obj.repeat(n, *([1] * (obj.dim() - 1)))
-        return obj
-    if _is_cache(obj):
-        return None
-    if isinstance(obj, tuple):
-        return tuple(_repeat(x, b, n) for x in obj)
-    if isinstance(obj, list):
-        return [_repeat(x, b, n) for x in obj]
-    if isinstance(obj, dict):
-        out = {k: _repeat(v, b, n) for k, v in obj.items()}
-        if "use_cache" in out:
-            out["use_cache"] = False
-        return out
-    return obj
-
-
-@dataclass
-class _Clean:
-    """What one clean pass leaves for the sweep: per layer, its inputs and value vectors."""
-
-    inputs: dict[int, tuple[tuple, dict]]  # layer -> (args, kwargs) of the decoder layer
-    values: dict[int, torch.Tensor]  # layer -> [batch, kv_heads, seq, d_head]
-    loss_sum: float
-
-
-def _path_envoy(model: WorkbenchModel, path: str) -> Any:
-    obj = model.nn
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _clean_pass(
-    model: WorkbenchModel, tokens: Tokens, layers: list[int], need_values: bool
-) -> _Clean:
-    """One unmodified trace that keeps each swept layer's inputs (and values) and the loss."""
-    inputs: dict[int, Any] = {}
-    values: dict[int, Any] = {}
-    loss: list[Any] = []
+def _clean_pass(model: WorkbenchModel, tokens: Tokens, first: int) -> tuple[Capture, float]:
+    """One unmodified capture that keeps the inputs of layers ``first..L-1`` and the loss."""
     ids, mask = tokens.input_ids, tokens.attention_mask
-    # use_cache=False: no KV cache is built, and none is captured with the layer inputs.
-    with torch.no_grad(), model.nn.trace(ids, attention_mask=mask, use_cache=False):
-        for i in layers:
-            inputs[i] = nnsight.save(model.layer(i).inputs)
-            if need_values:
-                values[i] = model.attention_op(i).inputs[0][3].save()
-        logits = _softcap(model, _path_envoy(model, model.adapter.unembed).output)
-        loss.append(nnsight.save(token_loss_sums(logits, ids, mask)[0].sum()))
-    return _Clean(dict(inputs), dict(values), float(loss[0]))
-
-
-def _layer_output(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
+    cap = capture(
+        model,
+        tokens,
+        ["logits"],
+        transforms={"logits": lambda lg, _: token_loss_sums(lg, ids, mask)[0].sum()},
+        layer_inputs=range(first, model.n_layers),
+        provenance=False,
+    )
+    return cap, float(cap.logits)
 
 
 def _sweep_layer(
     model: WorkbenchModel,
-    tokens: Tokens,
-    clean: _Clean,
+    clean: Capture,
     layer: int,
     copies: list[tuple[int, str]],
     sink: int,
 ) -> list[float]:
-    """Loss sums of ``copies`` (head, mode) ablated at ``layer``, in one batched trace."""
-    a = model.adapter
-    b, s = tokens.shape
+    """Loss sums of ``copies`` (head, mode) ablated at ``layer``, in one batched tail run."""
+    tokens = clean.tokens
+    b = tokens.shape[0]
     n = len(copies)
-    blocks = model.hf_module(a.layers)
-    memo: dict[int, Any] = {}
-
-    def rep(obj: Any) -> Any:  # repeat each shared tensor (the mask, rotary tables) once
-        key = id(obj)
-        if key not in memo:
-            memo[key] = _repeat(obj, b, n)
-        return memo[key]
-
-    calls = []
-    for i in range(layer, a.n_layers):
-        args, kwargs = clean.inputs[i]
-        calls.append((tuple(rep(x) for x in args[1:]), {k: rep(v) for k, v in kwargs.items()}))
-        if "use_cache" in calls[-1][1]:
-            calls[-1][1]["use_cache"] = False
     ids = tokens.input_ids.repeat(n, 1)
     mask = tokens.attention_mask.repeat(n, 1)
-    result: dict[str, torch.Tensor] = {}
-
-    def tail(hidden: torch.Tensor) -> torch.Tensor:
-        # Layers layer..L-1, then the loss: the model's own forward from the middle.
-        x = hidden
-        for i, (args, kwargs) in zip(range(layer, a.n_layers), calls, strict=True):
-            x = _layer_output(blocks[i](x, *args, **kwargs))
-        result["sums"] = _unembed_loss_sums(model, x, ids, mask)
-        return x
-
-    ivs = [HeadAblation(layer=layer, heads=[h], mode=m, sink=sink) for h, m in copies]
-    for iv in ivs:
-        iv.bind(model, tokens)
-    ctx = {"values": clean.values.get(layer)}
-    x0 = clean.inputs[layer][0][0].repeat(n, 1, 1)  # [copies * batch, seq, d_model]
-    with torch.no_grad(), model.nn.trace(x0, fn=tail):
-        o_proj = model.o_proj(layer)
-        h = o_proj.input.reshape(n * b, s, a.n_heads, a.head_dim)
-        parts = [iv.apply(h[c * b : (c + 1) * b], ctx) for c, iv in enumerate(ivs)]
-        o_proj.input = torch.cat(parts).reshape(n * b, s, a.n_heads * a.head_dim)
-    return result["sums"].reshape(n, b).sum(1).tolist()
+    variants = [[HeadAblation(layer=layer, heads=[h], mode=m, sink=sink)] for h, m in copies]
+    sums = run_from(
+        model, clean, layer, variants, head=lambda x: _unembed_loss_sums(model, x, ids, mask)
+    )
+    return sums.reshape(n, b).sum(1).tolist()
 
 
 def ablation_sweep(
@@ -389,15 +297,13 @@ def ablation_sweep(
     bar = tqdm(total=len(batches) * len(layer_ids), desc="ablation sweep", disable=not progress)
     for tokens in batches:
         p = _common_sink(model, tokens, sink, modes)
-        clean = _clean_pass(
-            model, tokens, list(range(layer_ids[0], model.n_layers)), "sink" in modes
-        )
-        clean_sum += clean.loss_sum
+        clean, clean_loss = _clean_pass(model, tokens, layer_ids[0])
+        clean_sum += clean_loss
         count += int((tokens.attention_mask[:, 1:] * tokens.attention_mask[:, :-1]).sum())
         for layer in layer_ids:
             for j in range(0, len(copies), step):
                 group = copies[j : j + step]
-                losses = _sweep_layer(model, tokens, clean, layer, group, p)
+                losses = _sweep_layer(model, clean, layer, group, p)
                 for (h, m), v in zip(group, losses, strict=True):
                     sums[(layer, h, m)] = sums.get((layer, h, m), 0.0) + v
             bar.update(1)

@@ -32,19 +32,17 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nnsight
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from workbench.analysis.extreme_tokens.errors import ExtremeTokenError
 from workbench.analysis.extreme_tokens.sink import Sink, describe_sink, resolve_sink
-from workbench.models.model import Tokens, WorkbenchModel, trace
+from workbench.models.model import Tokens, WorkbenchModel
 from workbench.tracing.capture import capture
 from workbench.tracing.provenance import Provenance, provenance_for
 
@@ -94,10 +92,7 @@ def out_proj_gram(model: WorkbenchModel, layer: int) -> torch.Tensor:
 
 def attention_scale(model: WorkbenchModel, layer: int) -> float:
     """The factor the model multiplies ``q.k`` by before the softmax."""
-    a = model.adapter
-    attn = model.hf_module(f"{a.layers}.{layer}.{a.attn}")
-    scale = getattr(attn, "scaling", None)
-    return float(scale) if scale is not None else 1.0 / math.sqrt(a.head_dim)
+    return model.attention_scale(layer)
 
 
 # -- per-batch reductions (pure tensor functions, also run inside the trace) -----------------
@@ -415,22 +410,28 @@ def batches_of(
 def _scan_batch(
     model: WorkbenchModel, tokens: Tokens, sink: torch.Tensor, grams: list[torch.Tensor]
 ) -> list[tuple[torch.Tensor, ...]]:
-    """One trace: every layer's reductions, computed where the tensors are produced."""
+    """One capture: every layer's reductions, computed inside the trace where the tensors
+    are produced (nothing of size ``[batch, heads, seq, seq]`` leaves it)."""
     mask = tokens.attention_mask
     dev = model.device
     grams = [g.to(dev) for g in grams]
-    scales = [attention_scale(model, i) for i in range(model.n_layers)]
-    out: list[Any] = []
-    with torch.no_grad(), trace(model, tokens) as tracer:
-        for i in range(model.n_layers):
-            args = model.attention_op(i).inputs[0]  # (module, q, k, v, mask, ...)
-            logit, n_logit = sink_logit_sums(args[1], args[2], mask, sink, scales[i])
-            v_sink, v_other = value_norm_sums(args[3], grams[i], mask, sink)
-            mass, at_sink = key_mass_sums(model.attn(i).output[1], mask, sink)
-            resid = resid_norm_sums(model.layer(i).output, mask, sink)
-            out.append(nnsight.save((mass, at_sink, logit, n_logit, v_sink, v_other, resid)))
-        tracer.stop()  # nothing is read after the last layer: skip the unembedding
-    return list(out)
+    scales = [model.attention_scale(i) for i in range(model.n_layers)]
+
+    def reduce(t: dict[str, torch.Tensor], i: int) -> tuple[torch.Tensor, ...]:
+        logit, n_logit = sink_logit_sums(t["queries"], t["keys"], mask, sink, scales[i])
+        v_sink, v_other = value_norm_sums(t["values"], grams[i], mask, sink)
+        mass, at_sink = key_mass_sums(t["attn_probs"], mask, sink)
+        resid = resid_norm_sums(t["resid_post"], mask, sink)
+        return mass, at_sink, logit, n_logit, v_sink, v_other, resid
+
+    cap = capture(
+        model,
+        tokens,
+        ["queries", "keys", "values", "attn_probs", "resid_post"],
+        reduce=reduce,
+        provenance=False,
+    )
+    return [cap.reduced[i] for i in range(model.n_layers)]
 
 
 def _texts_hash(prompts: Sequence[str] | Tokens) -> str:

@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 from workbench.analysis.extreme_tokens.errors import ExtremeTokenError
 from workbench.analysis.extreme_tokens.metrics import batches_of, norm_stat_sums, resid_table
 from workbench.analysis.extreme_tokens.sink import Sink, describe_sink, resolve_sink
-from workbench.models.model import Tokens, WorkbenchModel, trace
+from workbench.models.model import Tokens, WorkbenchModel
+from workbench.tracing.capture import capture
+from workbench.tracing.interventions import BlockAblation
 from workbench.tracing.provenance import Provenance, provenance_for
 
 __all__ = ["BLOCKS", "ResidualPeak", "residual_peak_sources", "rise_layer"]
@@ -75,21 +77,17 @@ def _norm_sums(
     layer ``upto``: the later layers and the unembedding never run.
     """
     mask = tokens.attention_mask
-    out: list = []
-    with torch.no_grad(), trace(model, tokens) as tracer:
-        for j in range(upto + 1):
-            if zero is not None and zero[1] == j:
-                if zero[0] == "attn":
-                    attn = model.attn(j)
-                    raw = attn.output
-                    attn.output = (torch.zeros_like(raw[0]), *raw[1:])
-                else:
-                    mlp = model.mlp(j)
-                    mlp.output = torch.zeros_like(mlp.output)
-            norms = model.layer(j).output.float().norm(dim=-1)  # [batch, seq]
-            out.append(norm_stat_sums(norms, mask, pos).save())
-        tracer.stop()
-    return torch.stack([o.cpu() for o in out])
+    ivs = [] if zero is None else [BlockAblation(layer=zero[1], block=zero[0])]
+    cap = capture(
+        model,
+        tokens,
+        ["resid_post"],
+        layers=range(upto + 1),
+        interventions=ivs,
+        transforms={"resid_post": lambda r, _: norm_stat_sums(r.float().norm(dim=-1), mask, pos)},
+        provenance=False,
+    )
+    return cap.resid_post.cpu()
 
 
 def rise_layer(residual: pd.DataFrame) -> int:

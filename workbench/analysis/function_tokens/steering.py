@@ -56,8 +56,8 @@ class RowSteering(Steering):
 
     rows: list[int] | None = None
 
-    def bind(self, model: Any, tokens: Any) -> None:
-        super().bind(model, tokens)
+    def _bind(self, model: Any, tokens: Any) -> None:
+        super()._bind(model, tokens)
         if self.rows is not None:
             keep = set(self.rows)
             self._rows = [r if i in keep else [] for i, r in enumerate(self._rows)]

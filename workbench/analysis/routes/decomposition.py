@@ -54,7 +54,7 @@ import torch
 
 from workbench.analysis.routes.errors import UndecomposableAttentionError
 from workbench.analysis.routes.threads import cpu_threads
-from workbench.models.model import Prompts, Tokens, WorkbenchModel, trace
+from workbench.models.model import Prompts, Tokens, WorkbenchModel
 from workbench.tracing.capture import Capture, capture, tokens_for
 from workbench.tracing.provenance import Provenance
 
@@ -579,9 +579,8 @@ def neuron_parts(
     w, b = _linear_in_out(model.hf_module(path), path)  # [d_mlp, d]
     ids = torch.tensor([fp.token_ids], device=model.device)
     tokens = Tokens(ids, torch.ones_like(ids), [fp.tokens])
-    with torch.no_grad(), trace(model, tokens):
-        hidden = model.mlp_out_proj(layer).input.save()
-    act = hidden[0, pos].float()  # [d_mlp]
+    hidden = capture(model, tokens, ["mlp_hidden"], layers=[layer], provenance=False).mlp_hidden
+    act = hidden[0, 0, pos].float()  # [d_mlp]
     w = w.to(act.device)
     neurons = act[:, None] * w  # [d_mlp, d]
     bias = b.to(act.device) if b is not None else torch.zeros(w.shape[1], device=act.device)
