@@ -340,3 +340,28 @@ def test_a_broken_sae_file_is_named_with_how_to_recover(tmp_path, damage, says):
     msg = str(err.value)
     assert says in msg and str(named) in msg and f"rm -r {folder}" in msg
     assert "Traceback" not in msg
+
+
+# -- the NDIF key stays in memory -----------------------------------------------------------
+
+
+def test_a_remote_load_never_writes_the_ndif_key_to_disk(tmp_path, monkeypatch):
+    from nnsight import CONFIG
+
+    import workbench as wb
+    from workbench.errors import ModelNotFoundError
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("NNSIGHT_CONFIG", raising=False)
+    monkeypatch.setenv("NDIF_API_KEY", "secret-ndif-key-123")
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)  # as if nnsight was imported before
+    saves = []
+    monkeypatch.setattr(type(CONFIG), "save", lambda self: saves.append(self))
+    with pytest.raises(ModelNotFoundError, match="remote .NDIF. model"):
+        wb.load_model("nobody/no-such-model-xyz", remote=True)
+    assert saves == []  # nnsight's config file was never written
+    assert [p for p in home.rglob("*") if p.is_file()] == []
+    assert CONFIG.API.APIKEY == "secret-ndif-key-123"  # in memory, for this process

@@ -195,14 +195,39 @@ def load_model(
     return model
 
 
+def _use_api_key_in_memory() -> bool:
+    """Hand ``NDIF_API_KEY`` to nnsight for this process only; True if there is one.
+
+    nnsight reads the variable once, when it is imported; a key set later (in a notebook)
+    is copied into its in-memory config here. Never ``CONFIG.set_default_api_key``: that
+    writes the key in plain text to nnsight's config file.
+    """
+    from nnsight import CONFIG
+
+    key = os.environ.get("NDIF_API_KEY", "").strip()
+    if key:
+        CONFIG.API.APIKEY = key
+    return bool(key or CONFIG.API.APIKEY)
+
+
 def _load_remote(name: str, attn_implementation: str | None) -> WorkbenchModel:
     """A model that traces on NDIF; weights stay remote (meta tensors here)."""
-    from nnsight import CONFIG, TransformersModel
+    from nnsight import TransformersModel
 
-    key = os.environ.get("NDIF_API_KEY")
-    if key:
-        CONFIG.set_default_api_key(key)
-    nn_model = TransformersModel(name, attn_implementation=attn_implementation)
+    if not _use_api_key_in_memory():
+        log.warning(
+            "No NDIF API key: set the environment variable NDIF_API_KEY (it is used for "
+            "this process only and never written to disk); remote traces will be refused."
+        )
+    try:
+        nn_model = TransformersModel(name, attn_implementation=attn_implementation)
+    except (OSError, RuntimeError, ValueError) as exc:  # nnsight wraps hub errors
+        raise ModelNotFoundError(
+            f"Could not load the configuration of {name!r} for a remote (NDIF) model: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0]:.200}. A remote model still "
+            "needs its config and tokenizer from the model hub; check the id and that the "
+            "hub is reachable (workbench doctor)."
+        ) from exc
     model = WorkbenchModel(
         nn_model, nn_model.tokenizer, adapter_for(nn_model._module, nn_model.tokenizer), name
     )
