@@ -18,14 +18,27 @@ Prints, measured side by side in this process:
    the BOS residual norm after layer 0 (where the paper reads the peak: what layer 1's
    attention reads), over the whole run and over its second half, per residual stream.
    Target: SGD's and ReLU's growth at least 5x smaller than Adam's (absolute values).
-4. wall time of the whole benchmark and the process's peak resident memory (VmHWM).
+4. the authors' comparison (``--authors``; ``--authors-only`` runs just this): their recipe
+   (``workbench.toy.AUTHORS_SETTINGS``: AdamW 3e-4, betas (0.9, 0.99), weight decay 1e-4; SGD
+   0.03, momentum 0.9, weight decay 1e-4; LayerNorm with bias; PyTorch's default init; the
+   case-sensitive vocabulary) at the scale of ``--width/--seq-len/--batch/--steps``:
+   AdamW vs SGD vs ReLU attention on each of ``--archs`` (default 3xTF and 2xTF+MLP), and
+   AdamW on each of ``--arch-compare`` (the appendix's architectures). Per run: wall time,
+   the BOS norm after layer 0 and the other tokens' (BOS excess), and the growth ratios
+   Adam/SGD and Adam/ReLU over the whole run and its second half. Target: >= 5x each.
+5. wall time of the whole benchmark and the process's peak resident memory (VmHWM).
 
 The machine may be shared: wall times are what this run saw (the load average is printed
 at the start and the end), not a property of the code.
 
 Usage:
     .venv/bin/python -m benchmarks.bench_bigram_backcopy [--minutes 10] [--threads 2]
-        [--compare-steps 10000] [--sgd-lrs 0.03] [--no-bos-loss] [--quick]
+        [--compare-steps 10000] [--sgd-lrs 0.03] [--no-bos-loss] [--quick] [--authors]
+    # just the authors' comparison, at a chosen scale, on 1 thread:
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_bigram_backcopy --authors-only \
+        --threads 1 --width 64 --seq-len 64 --batch 32 --steps 5000 --archs 3xTF 2xTF+MLP
+    # the paper's scale, on a GPU:
+    python -m benchmarks.bench_bigram_backcopy --authors-only --paper-scale --device cuda
 """
 
 from __future__ import annotations
@@ -42,8 +55,11 @@ import torch
 from workbench.toy.bigram_backcopy import BBTask, slow_sample
 from workbench.toy.probes import growth, order_of_events
 from workbench.toy.training import (
+    ARCHITECTURES,
     BatchStream,
     TrainConfig,
+    authors_settings,
+    optimizer_variants,
     peak_settings,
     settings,
     steps_per_draw,
@@ -213,6 +229,81 @@ def peak_comparison(
         )
 
 
+def _authors_run(cfg: TrainConfig, task: BBTask, name: str, device: str):
+    """Train one run of the authors' comparison and print its line; its probes."""
+    t0 = time.perf_counter()
+    df = train(cfg, task=task, progress=False, device=device).probes
+    last = df.iloc[-1]
+    sink = f"{last['attn_bos_L1']:.3f}" if "attn_bos_L1" in df else "  -  "
+    print(
+        f"  {name:<22} {time.perf_counter() - t0:5.0f} s, {int(last['step'])} steps: backcopy "
+        f"excess {last['backcopy_excess']:.1e}, bigram excess {last['bigram_excess']:.3f}, "
+        f"sink mass L1 {sink}, BOS norm after layer 0 {last['bos_resid_norm_1']:.2f} vs "
+        f"{last['other_resid_norm_1']:.2f} (excess {_excess(last):+.2f})",
+        flush=True,
+    )
+    return df
+
+
+def _excess(row) -> float:
+    """BOS's norm after layer 0 minus the other tokens' mean."""
+    return float(row["bos_resid_norm_1"] - row["other_resid_norm_1"])
+
+
+def authors_comparison(
+    base: TrainConfig, task: BBTask, archs: list[str], arch_compare: list[str], device: str
+) -> None:
+    """The authors' optimiser comparison per architecture, then BOS excess per architecture."""
+    print(
+        f"  recipe: {base.d_model} wide, MLP {base.d_mlp}, batch {base.batch_size} x "
+        f"{base.seq_len}, {base.steps} steps, LayerNorm bias {base.ln_bias}, init {base.init!r}, "
+        f"{task.n_chars} characters + BOS, probes {base.probe_style!r}"
+    )
+    adam_runs = {}
+    half = (base.steps // 2 // base.probe_every) * base.probe_every
+    for arch in archs:
+        cfg = replace(base, layers=arch)
+        print(f"\n  {cfg.architecture}: AdamW vs SGD vs ReLU attention")
+        runs = {
+            n: _authors_run(replace(cfg, **v), task, n, device)
+            for n, v in optimizer_variants().items()
+        }
+        adam_runs[cfg.architecture] = runs["AdamW"]
+        for label, since in (("whole run", None), (f"second half (from step {half})", half)):
+            g = {n: growth(df, "bos_resid_norm_1", since=since) for n, df in runs.items()}
+            gx = {
+                n: _excess(df[df["step"] >= (since or 0)].iloc[-1])
+                - _excess(df[df["step"] >= (since or 0)].iloc[0])
+                for n, df in runs.items()
+            }
+            ratios = {
+                n: g["AdamW"] / abs(g[n]) if g[n] else float("inf") for n in g if n != "AdamW"
+            }
+            print(
+                f"  {label}: growth of the BOS norm after layer 0 "
+                + ", ".join(f"{n} {v:+.2f}" for n, v in g.items())
+                + "; of its excess "
+                + ", ".join(f"{n} {v:+.2f}" for n, v in gx.items())
+                + "; Adam/"
+                + ", Adam/".join(f"{n} {r:.1f}x" for n, r in ratios.items())
+                + f" (target >= {GROWTH_TARGET:.0f}x: "
+                + ", ".join(f"{n} {_verdict(r >= GROWTH_TARGET)}" for n, r in ratios.items())
+                + ")"
+            )
+    if arch_compare:
+        print("\n  BOS excess after layer 0 per architecture (AdamW, authors' recipe):")
+        for arch in arch_compare:
+            cfg = replace(base, layers=arch, **optimizer_variants()["AdamW"])
+            if cfg.architecture not in adam_runs:
+                adam_runs[cfg.architecture] = _authors_run(cfg, task, cfg.architecture, device)
+        for arch, df in adam_runs.items():
+            last = df.iloc[-1]
+            print(
+                f"  {arch:<12} excess {_excess(last):+7.2f} (step 0: {_excess(df.iloc[0]):+.2f}),"
+                f" BOS norm {last['bos_resid_norm_1']:.2f}, others {last['other_resid_norm_1']:.2f}"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,9 +320,28 @@ def main() -> None:
         help="section 3: leave the BOS position's own prediction out of the loss",
     )
     ap.add_argument("--quick", action="store_true", help="tiny settings, to check the script")
+    ap.add_argument("--authors", action="store_true", help="add section 4 (the authors' recipe)")
+    ap.add_argument("--authors-only", action="store_true", help="run only section 4")
+    ap.add_argument("--paper-scale", action="store_true", help="section 4 at the paper's scale")
+    ap.add_argument("--width", type=int, default=None, help="section 4: d_model (MLP 4x)")
+    ap.add_argument("--seq-len", type=int, default=None, help="section 4: tokens per sequence")
+    ap.add_argument("--batch", type=int, default=None, help="section 4: sequences per step")
+    ap.add_argument("--steps", type=int, default=None, help="section 4: steps per run")
+    ap.add_argument("--archs", nargs="*", default=["3xTF", "2xTF+MLP"], help="section 4")
+    ap.add_argument(
+        "--arch-compare", nargs="*", default=list(ARCHITECTURES), help="section 4, AdamW only"
+    )
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
+    if args.authors_only:
+        _section_authors(args)
+        print(
+            f"\n5. whole benchmark: {time.perf_counter() - t_start:.0f} s wall, peak resident "
+            f"memory {_peak_rss_mb():.0f} MB, load average {os.getloadavg()[0]:.1f} (1 min)"
+        )
+        return
     cfg = settings(lr=args.lr, lr_schedule=args.lr_schedule)
     if args.quick:
         cfg = replace(cfg, steps=60, probe_every=20, batch_size=8)
@@ -265,10 +375,34 @@ def main() -> None:
     sgd_lrs = [float(x) for x in args.sgd_lrs.split(",") if x]
     peak_comparison(task, args.compare_steps, sgd_lrs, bos_loss=not args.no_bos_loss)
 
+    if args.authors:
+        _section_authors(args)
+
     print(
-        f"\n4. whole benchmark: {time.perf_counter() - t_start:.0f} s wall, peak resident memory "
+        f"\n5. whole benchmark: {time.perf_counter() - t_start:.0f} s wall, peak resident memory "
         f"{_peak_rss_mb():.0f} MB, load average {os.getloadavg()[0]:.1f} (1 min)"
     )
+
+
+def _section_authors(args: argparse.Namespace) -> None:
+    base = authors_settings(
+        args.paper_scale,
+        d_model=args.width,
+        d_mlp=None if args.width is None else 4 * args.width,
+        seq_len=args.seq_len,
+        batch_size=args.batch,
+        steps=args.steps,
+    )
+    if args.quick:
+        base = replace(base, steps=40, probe_every=20, batch_size=8)
+    if base.steps < 4 * base.probe_every:  # at least four probes per run
+        base = replace(base, probe_every=max(1, base.steps // 4))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} (1 min)"
+    )
+    print("\n4. the authors' recipe: residual-state peak per optimiser and per architecture")
+    authors_comparison(base, base.make_task(), args.archs, args.arch_compare, args.device)
 
 
 if __name__ == "__main__":

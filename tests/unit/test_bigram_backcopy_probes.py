@@ -38,14 +38,22 @@ def _hand_set(model: ToyTransformer) -> None:
         p.data = vals.reshape(p.shape)
 
 
-def _ln(h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _ln(h: torch.Tensor, g: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     mu = h.mean(-1, keepdim=True)
     var = ((h - mu) ** 2).mean(-1, keepdim=True)
-    return (h - mu) / torch.sqrt(var + 1e-5) * g
+    out = (h - mu) / torch.sqrt(var + 1e-5) * g
+    return out if bias is None else out + bias
 
 
-def _reference(model: ToyTransformer, task: BBTask, x: torch.Tensor) -> dict[str, float]:
-    """Forward pass and probes written out by hand, one loop per query."""
+def _reference(
+    model: ToyTransformer, task: BBTask, x: torch.Tensor, *, authors: bool = False
+) -> dict[str, float]:
+    """Forward pass and probes written out by hand, one loop per query.
+
+    ``authors``: the authors' definitions: the BOS query counts in the attention on BOS; the
+    sink logit's other keys leave out the query's own, averaged per query character first;
+    the value norm is ||v|| before W_O.
+    """
     w = {n: p.detach().double() for n, p in model.named_parameters()}
     b, t = x.shape
     h = w["embed.weight"][x] + w["pos.weight"][:t]
@@ -54,7 +62,7 @@ def _reference(model: ToyTransformer, task: BBTask, x: torch.Tensor) -> dict[str
     for l, block in enumerate(model.blocks):
         pre = f"blocks.{l}."
         if block.attn is not None:
-            z = _ln(h, w[pre + "ln1.weight"])
+            z = _ln(h, w[pre + "ln1.weight"], w.get(pre + "ln1.bias"))
             q = z @ w[pre + "attn.q_proj.weight"].T
             k = z @ w[pre + "attn.k_proj.weight"].T
             v = z @ w[pre + "attn.v_proj.weight"].T
@@ -62,6 +70,7 @@ def _reference(model: ToyTransformer, task: BBTask, x: torch.Tensor) -> dict[str
             d = q.shape[-1]
             a = torch.zeros_like(h)
             bos, sink, bos_t, prev_t = [], [], [], []
+            sink_by_type: dict[int, list[torch.Tensor]] = {}
             for bi in range(b):
                 for i in range(t):
                     s = torch.stack([q[bi, i] @ k[bi, j] / math.sqrt(d) for j in range(i + 1)])
@@ -71,6 +80,8 @@ def _reference(model: ToyTransformer, task: BBTask, x: torch.Tensor) -> dict[str
                         p = torch.relu(s) / (i + 1)
                     a[bi, i] = sum(p[j] * v[bi, j] for j in range(i + 1)) @ wo.T
                     if i == 0:
+                        if authors:  # BOS attends only to itself: p[0] = 1 with softmax
+                            bos.append(p[0])
                         continue
                     if int(x[bi, i]) in trig:
                         bos_t.append(p[0])
@@ -78,25 +89,36 @@ def _reference(model: ToyTransformer, task: BBTask, x: torch.Tensor) -> dict[str
                     else:
                         bos.append(p[0])
                         sink.append(s[0] - s[1:].mean())
+                        if i >= 2:  # keys 1..i-1: at least one besides BOS and the query
+                            gap = s[0] - s[1:i].mean()
+                            sink_by_type.setdefault(int(x[bi, i]), []).append(gap)
             h = h + a
             out[f"attn_bos_L{l}"] = float(torch.stack(bos).mean())
-            out[f"sink_logit_L{l}"] = float(torch.stack(sink).mean())
+            if authors:
+                per_type = [torch.stack(g).mean() for g in sink_by_type.values()]
+                out[f"sink_logit_L{l}"] = float(torch.stack(per_type).mean())
+            else:
+                out[f"sink_logit_L{l}"] = float(torch.stack(sink).mean())
             out[f"attn_bos_trigger_L{l}"] = float(torch.stack(bos_t).mean())
             out[f"attn_prev_trigger_L{l}"] = float(torch.stack(prev_t).mean())
             vo = torch.stack(
-                [torch.linalg.norm(v[bi, j] @ wo.T) for bi in range(b) for j in range(t)]
+                [
+                    torch.linalg.norm(v[bi, j] if authors else v[bi, j] @ wo.T)
+                    for bi in range(b)
+                    for j in range(t)
+                ]
             ).reshape(b, t)
             out[f"bos_value_norm_L{l}"] = float(vo[:, 0].mean())
             out[f"other_value_norm_L{l}"] = float(vo[:, 1:].mean())
         if block.mlp is not None:
-            z = _ln(h, w[pre + "ln2.weight"])
+            z = _ln(h, w[pre + "ln2.weight"], w.get(pre + "ln2.bias"))
             h = h + torch.relu(z @ w[pre + "mlp.up.weight"].T) @ w[pre + "mlp.down.weight"].T
         resid.append(h)
     for kk, r in enumerate(resid):
         norms = torch.linalg.norm(r, dim=-1)
         out[f"bos_resid_norm_{kk}"] = float(norms[:, 0].mean())
         out[f"other_resid_norm_{kk}"] = float(norms[:, 1:].mean())
-    logits = _ln(h, w["ln_f.weight"]) @ w["unembed.weight"].T
+    logits = _ln(h, w["ln_f.weight"], w.get("ln_f.bias")) @ w["unembed.weight"].T
     out.update(vars(oracle_risks(task, x, logits)))
     return out
 
@@ -122,6 +144,41 @@ def test_probes_equal_plain_torch_reference(cfg):
         assert got[key] == pytest.approx(val, rel=1e-4, abs=1e-5), key
     # The reference is not trivially satisfied: the sink logit is a real number here.
     assert abs(ref["sink_logit_L0"]) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(n_layers=1, attention="softmax"),
+        dict(n_layers=1, attention="relu", ln_bias=True),
+        dict(layers="TF,TF,MLP", ln_bias=True),
+    ],
+    ids=["softmax", "relu-ln-bias", "2xTF+MLP-ln-bias"],
+)
+def test_authors_probe_definitions_equal_a_hand_written_reference(cfg):
+    task = _task()
+    model = ToyTransformer(ToyConfig(vocab_size=4, d_model=6, d_mlp=10, max_seq_len=16, **cfg))
+    _hand_set(model)
+    x = task.sample(3, 16, seed=4)
+    got = probe(model, task, x, style="authors")
+    ref = _reference(model, task, x, authors=True)
+    for key, val in ref.items():
+        assert got[key] == pytest.approx(val, rel=1e-4, abs=1e-5), key
+    # The two styles really differ on these three probes, and agree on the rest. (With ReLU
+    # attention these weights put no attention on BOS at all, in either style.)
+    ours = probe(model, task, x)
+    differ = ("sink_logit_L0", "bos_value_norm_L0")
+    for key in differ + (("attn_bos_L0",) if model.cfg.attention == "softmax" else ()):
+        assert ours[key] != pytest.approx(got[key], rel=1e-3), key
+    assert ours["bos_resid_norm_1"] == pytest.approx(got["bos_resid_norm_1"])
+    assert ours["attn_prev_trigger_L0"] == pytest.approx(got["attn_prev_trigger_L0"])
+
+
+def test_unknown_probe_style_is_refused():
+    task = _task()
+    model = ToyTransformer(ToyConfig(vocab_size=4, d_model=6, d_mlp=10, max_seq_len=16))
+    with pytest.raises(ToyConfigError, match=r"Unknown probe style 'paper'.*'project', 'authors'"):
+        probe(model, task, task.sample(1, 8, seed=0), style="paper")
 
 
 def test_ablation_table_zeroes_one_block_at_a_time():

@@ -33,6 +33,7 @@ from workbench.errors import WorkbenchError
 
 __all__ = [
     "DEFAULT_CHARS",
+    "PAPER_CHARS",
     "BBTask",
     "BBTaskError",
     "OracleRisks",
@@ -43,6 +44,11 @@ __all__ = [
 # Lower-case letters, space and basic punctuation: enough for English, small enough that
 # a d_model of 64-128 can hold one direction per token.
 DEFAULT_CHARS = "abcdefghijklmnopqrstuvwxyz .,;:'\"()-!?"
+
+# The authors' vocabulary: the 65 case-sensitive characters of their text (tiny
+# Shakespeare). Our text is other prose, so characters it lacks are dropped, and runs of
+# whitespace (newlines too) become one space, as for the default characters.
+PAPER_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 class BBTaskError(WorkbenchError, ValueError):
@@ -72,9 +78,11 @@ class BBTask:
 
     @classmethod
     def from_text(cls, text: str, *, chars: str = DEFAULT_CHARS, n_triggers: int = 3) -> BBTask:
-        """Count bigrams in ``text`` after lower-casing it and keeping only ``chars``.
+        """Count bigrams in ``text``, keeping only ``chars``.
 
-        Runs of whitespace become one space; other characters are dropped.
+        The text is lower-cased first unless ``chars`` has upper-case letters (then the
+        vocabulary is case-sensitive, e.g. :data:`PAPER_CHARS`). Runs of whitespace become
+        one space; other characters are dropped.
 
         Example:
             >>> task = BBTask.from_text("the cat ate the hat. " * 20)
@@ -255,7 +263,8 @@ def _alias_tables(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _clean(text: str, chars: str) -> str:
-    text = re.sub(r"\s+", " ", text.lower())
+    cased = any(c.isupper() for c in chars)
+    text = re.sub(r"\s+", " ", text if cased else text.lower())
     keep = set(chars)
     text = "".join(c for c in text if c in keep)
     return re.sub(r" +", " ", text)

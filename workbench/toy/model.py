@@ -1,9 +1,11 @@
 """A small one-head transformer for the Bigram-Backcopy toy.
 
-Pre-LayerNorm, learned positions, no biases anywhere (LayerNorms have a gain only), a ReLU
-MLP, and either softmax attention or ReLU attention, ``ReLU(logits) / n_visible_keys``.
-Attention or the MLP can be left out at chosen layers (the paper's minimal residual-peak
-model is 3 layers with attention only at layer 1).
+Pre-LayerNorm, learned positions, no biases in the linear layers, a ReLU MLP, and either
+softmax attention or ReLU attention, ``ReLU(logits) / n_visible_keys``. LayerNorms have a
+gain only, or a bias too (``ln_bias=True``, as in the authors' code). Each layer is a full
+block, attention only or MLP only: ``layers="TF,TF,MLP"``. The authors compare optimisers
+on 3xTF; their minimal residual-peak structure is 2xTF+MLP (``"TF,TF,MLP"``), and a model
+with no attention at layer 0 (``"MLP,TF,MLP"``) shows only a small BOS excess.
 
 Every block's parts are named submodules, so ``nnsight.NNsight(model)`` reads and edits
 them like any other model: ``blocks[i].input`` is the residual stream before layer ``i``,
@@ -14,6 +16,8 @@ Example:
     >>> cfg = ToyConfig(vocab_size=39, n_layers=1)
     >>> model = ToyTransformer(cfg)
     >>> logits = model(torch.zeros(2, 16, dtype=torch.long))  # [2, 16, 39]
+    >>> ToyConfig(vocab_size=39, layers="TF,TF,MLP").no_attn_layers
+    (2,)
 """
 
 from __future__ import annotations
@@ -27,9 +31,19 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["ATTENTION_KINDS", "ToyConfig", "ToyConfigError", "ToyTransformer"]
+__all__ = [
+    "ATTENTION_KINDS",
+    "LAYER_KINDS",
+    "ToyConfig",
+    "ToyConfigError",
+    "ToyTransformer",
+    "layers_spec",
+    "parse_layers",
+]
 
 ATTENTION_KINDS = ("softmax", "relu")
+# A layer's kind: a full block, attention only, or MLP only.
+LAYER_KINDS = ("TF", "Attn", "MLP")
 POS_INITS = ("normal", "sinusoidal", "fourier", "harmonic")
 INITS = ("small", "torch")
 
@@ -39,6 +53,48 @@ class ToyConfigError(WorkbenchError, ValueError):
 
 
 _Config = TypeVar("_Config", bound="JSONConfig")
+
+
+def parse_layers(spec: str) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """``"TF,TF,MLP"`` -> ``(n_layers, no_attn_layers, no_mlp_layers)``.
+
+    Kinds (case-insensitive, ``+`` or ``,`` between layers, ``3xTF`` repeats): ``TF`` is
+    attention then MLP, ``Attn`` attention only, ``MLP`` MLP only.
+
+    Example:
+        >>> parse_layers("MLP,TF,MLP")
+        (3, (0, 2), ())
+        >>> parse_layers("2xTF+MLP")
+        (3, (2,), ())
+    """
+    canon = {k.lower(): k for k in LAYER_KINDS}
+    kinds: list[str] = []
+    for part in spec.replace("+", ",").split(","):
+        part = part.strip()
+        # No kind has an "x" in its name, so "3xTF" splits unambiguously.
+        count, _, name = part.lower().partition("x") if "x" in part.lower() else ("1", "", part)
+        name = canon.get(name.strip().lower())
+        if name is None or not count.strip().isdigit() or int(count) < 1:
+            raise ToyConfigError(
+                f"Cannot read layer {part!r} in layers={spec!r}: expected kinds from "
+                f"{LAYER_KINDS} separated by commas, e.g. 'TF,TF,MLP' or '2xTF+MLP'."
+            )
+        kinds += [name] * int(count)
+    no_attn = tuple(i for i, k in enumerate(kinds) if k == "MLP")
+    no_mlp = tuple(i for i, k in enumerate(kinds) if k == "Attn")
+    return len(kinds), no_attn, no_mlp
+
+
+def layers_spec(
+    n_layers: int, no_attn_layers: tuple[int, ...] = (), no_mlp_layers: tuple[int, ...] = ()
+) -> str:
+    """The inverse of :func:`parse_layers`: ``(3, (0, 2), ())`` -> ``"MLP,TF,MLP"``."""
+
+    def kind(i: int) -> str:
+        attn, mlp = i not in no_attn_layers, i not in no_mlp_layers
+        return "TF" if attn and mlp else "Attn" if attn else "MLP" if mlp else "none"
+
+    return ",".join(kind(i) for i in range(n_layers))
 
 
 class JSONConfig:
@@ -65,6 +121,9 @@ class ToyConfig(JSONConfig):
     Attributes:
         vocab_size: number of token ids (characters plus BOS).
         n_layers: 1 to 3 in the paper; any positive number works.
+        layers: the kind of every layer, e.g. ``"TF,TF,MLP"`` (see :func:`parse_layers`).
+            When given it decides ``n_layers``, ``no_attn_layers`` and ``no_mlp_layers``
+            (whatever they were set to); ``None`` keeps those three as given.
         d_model: width of the residual stream; the single head is this wide too.
         d_mlp: hidden width of the ReLU MLP.
         max_seq_len: rows of the learned position table; longer inputs are refused.
@@ -86,6 +145,8 @@ class ToyConfig(JSONConfig):
             normal with std 1, linear layers uniform in +-1/sqrt(fan_in)). With ``"torch"``
             tokens are far apart from the first step, and in the minimal 3-layer model a sink
             and a residual-state peak form within a few thousand steps.
+        ln_bias: LayerNorms with a bias as well as a gain (PyTorch's default and the
+            authors' code); False (this project's first choice) keeps a gain only.
     """
 
     error: ClassVar[type[Exception]] = ToyConfigError
@@ -101,8 +162,15 @@ class ToyConfig(JSONConfig):
     pos_init: Literal["normal", "sinusoidal", "fourier", "harmonic"] = "normal"
     pos_std: float = 0.02
     init: Literal["small", "torch"] = "small"
+    layers: str | None = None
+    ln_bias: bool = False
 
     def __post_init__(self) -> None:
+        if self.layers is not None:
+            n, no_attn, no_mlp = parse_layers(self.layers)
+            object.__setattr__(self, "n_layers", n)
+            object.__setattr__(self, "no_attn_layers", no_attn)
+            object.__setattr__(self, "no_mlp_layers", no_mlp)
         # JSON round-trips give lists; keep tuples so the config stays hashable.
         object.__setattr__(self, "no_attn_layers", tuple(int(i) for i in self.no_attn_layers))
         object.__setattr__(self, "no_mlp_layers", tuple(int(i) for i in self.no_mlp_layers))
@@ -128,6 +196,16 @@ class ToyConfig(JSONConfig):
                     f"{name} has layers {bad} outside 0..{self.n_layers - 1} "
                     f"(n_layers={self.n_layers})."
                 )
+        empty = sorted(set(self.no_attn_layers) & set(self.no_mlp_layers))
+        if empty:
+            raise ToyConfigError(
+                f"Layers {empty} have neither attention nor an MLP; drop them or keep one part."
+            )
+
+    @property
+    def architecture(self) -> str:
+        """The layer kinds as a spec, e.g. ``"TF,TF,MLP"``."""
+        return layers_spec(self.n_layers, self.no_attn_layers, self.no_mlp_layers)
 
 
 class Attention(nn.Module):
@@ -181,9 +259,9 @@ class Block(nn.Module):
         super().__init__()
         has_attn = layer not in cfg.no_attn_layers
         has_mlp = layer not in cfg.no_mlp_layers
-        self.ln1 = nn.LayerNorm(cfg.d_model, bias=False) if has_attn else None
+        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.ln_bias) if has_attn else None
         self.attn = Attention(cfg.d_model, cfg.attention) if has_attn else None
-        self.ln2 = nn.LayerNorm(cfg.d_model, bias=False) if has_mlp else None
+        self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.ln_bias) if has_mlp else None
         self.mlp = MLP(cfg.d_model, cfg.d_mlp) if has_mlp else None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -204,7 +282,7 @@ class ToyTransformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos = nn.Embedding(cfg.max_seq_len, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.ln_bias)
         self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.init == "small":
             self.apply(_init)

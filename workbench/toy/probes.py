@@ -19,6 +19,15 @@ embedding, ``n_layers`` the input of the final LayerNorm):
 
 Plus the losses of :func:`workbench.toy.bigram_backcopy.oracle_risks`.
 
+``style="authors"`` computes three of them as the authors' code does (same column names):
+
+- ``attn_bos_L{l}``: the average includes the BOS query itself (whose whole attention is
+  on BOS), i.e. over BOS and every non-trigger query;
+- ``sink_logit_L{l}``: the other keys leave out the query's own key (``1 <= j < i``), and
+  the result is averaged per token type first (one mean per query character), then over
+  the types;
+- ``bos_value_norm_L{l}`` / ``other_value_norm_L{l}``: ``||v||`` before ``W_O``.
+
 Example:
     >>> row = probe(model, task, task.sample(16, 256, seed=1))
     >>> row["attn_bos_L0"], row["backcopy_excess"]
@@ -29,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import nnsight
 import numpy as np
@@ -39,8 +49,10 @@ from workbench.toy.bigram_backcopy import BBTask, oracle_risks
 from workbench.toy.model import ToyConfigError, ToyTransformer
 
 __all__ = [
+    "PROBE_STYLES",
     "ProbeCapture",
     "ablation_table",
+    "bos_excess_table",
     "capture",
     "growth",
     "growth_table",
@@ -48,6 +60,9 @@ __all__ = [
     "probe",
     "probes_from_capture",
 ]
+
+
+PROBE_STYLES = ("project", "authors")
 
 
 @dataclass
@@ -148,14 +163,30 @@ def probe(
     *,
     ablate_attn: Iterable[int] = (),
     ablate_mlp: Iterable[int] = (),
+    style: Literal["project", "authors"] = "project",
 ) -> dict[str, float]:
     """All probes on one batch ``tokens`` ``[B, T]``, as a flat dict of floats (one row)."""
     cap = capture(model, tokens, ablate_attn=ablate_attn, ablate_mlp=ablate_mlp)
-    return probes_from_capture(cap, task, tokens.cpu())
+    return probes_from_capture(cap, task, tokens.cpu(), style=style)
 
 
-def probes_from_capture(cap: ProbeCapture, task: BBTask, tokens: torch.Tensor) -> dict[str, float]:
-    """The probe numbers from captured tensors; pure torch, no model needed."""
+def probes_from_capture(
+    cap: ProbeCapture,
+    task: BBTask,
+    tokens: torch.Tensor,
+    *,
+    style: Literal["project", "authors"] = "project",
+) -> dict[str, float]:
+    """The probe numbers from captured tensors; pure torch, no model needed.
+
+    ``style`` picks this project's definitions or the authors' (see the module docstring).
+
+    Example:
+        >>> probes_from_capture(cap, task, tokens, style="authors")["sink_logit_L0"]
+    """
+    if style not in PROBE_STYLES:
+        raise ToyConfigError(f"Unknown probe style {style!r}; choose one of {PROBE_STYLES}.")
+    authors = style == "authors"
     risks = oracle_risks(task, tokens, cap.logits)
     row: dict[str, float] = {k: float(v) for k, v in asdict(risks).items()}
     trig = task.is_trigger()[tokens]  # [B, T]
@@ -164,20 +195,28 @@ def probes_from_capture(cap: ProbeCapture, task: BBTask, tokens: torch.Tensor) -
     nontrig_q = not_bos & ~trig  # [B, T]
     trig_q = not_bos & trig  # [B, T]
     t = tokens.shape[1]
+    bos_q = torch.zeros_like(nontrig_q)
+    bos_q[:, 0] = True
     for i, p in cap.probs.items():
         p = p.float()  # [B, Tq, Tk]
-        row[f"attn_bos_L{i}"] = _masked_mean(p[:, :, 0], nontrig_q)
+        bos_avg_q = nontrig_q | bos_q if authors else nontrig_q  # [B, T]
+        row[f"attn_bos_L{i}"] = _masked_mean(p[:, :, 0], bos_avg_q)
         row[f"attn_bos_trigger_L{i}"] = _masked_mean(p[:, :, 0], trig_q)
         prev = torch.diagonal(p, offset=-1, dim1=1, dim2=2)  # [B, T-1]: p[:, j+1, j]
         row[f"attn_prev_trigger_L{i}"] = _masked_mean(prev, trig_q[:, 1:])
         d = cap.q[i].shape[-1]
         s = cap.q[i] @ cap.k[i].transpose(1, 2) / math.sqrt(d)  # [B, Tq, Tk]
-        causal = torch.ones(t, t, dtype=torch.bool).tril()
-        causal[:, 0] = False  # the "other" keys exclude BOS
-        n_other = causal.sum(-1).clamp_min(1)  # [Tq]
-        other_mean = (s * causal).sum(-1) / n_other  # [B, Tq]
-        row[f"sink_logit_L{i}"] = _masked_mean(s[:, :, 0] - other_mean, nontrig_q)
-        vo = cap.value_out[i].norm(dim=-1)  # [B, T]
+        # The "other" keys exclude BOS, and for the authors the query's own key too.
+        causal = torch.ones(t, t, dtype=torch.bool).tril(-1 if authors else 0)
+        causal[:, 0] = False
+        n_other = causal.sum(-1)  # [Tq]
+        other_mean = (s * causal).sum(-1) / n_other.clamp_min(1)  # [B, Tq]
+        gap = s[:, :, 0] - other_mean  # [B, Tq]
+        if authors:
+            row[f"sink_logit_L{i}"] = _per_type_mean(gap, tokens, nontrig_q & (n_other > 0))
+        else:
+            row[f"sink_logit_L{i}"] = _masked_mean(gap, nontrig_q)
+        vo = (cap.v[i] if authors else cap.value_out[i]).norm(dim=-1)  # [B, T]
         row[f"bos_value_norm_L{i}"] = float(vo[:, 0].mean())
         row[f"other_value_norm_L{i}"] = float(vo[:, 1:].mean())
     for k, h in enumerate(cap.resid):
@@ -191,12 +230,24 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     return float(x[mask].mean()) if mask.any() else float("nan")
 
 
+def _per_type_mean(x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean of ``x`` ``[B, T]`` over ``mask`` per token id of ``tokens``, then over the ids."""
+    ids, vals = tokens[mask], x[mask].double()  # [N] each
+    if ids.numel() == 0:
+        return float("nan")
+    types, inverse = torch.unique(ids, return_inverse=True)
+    sums = torch.zeros(len(types), dtype=torch.float64).index_add_(0, inverse, vals)
+    counts = torch.bincount(inverse, minlength=len(types))
+    return float((sums / counts).mean())
+
+
 def ablation_table(
     model: ToyTransformer | nnsight.NNsight,
     task: BBTask,
     tokens: torch.Tensor,
     *,
     variants: Sequence[tuple[str, Sequence[int], Sequence[int]]] | None = None,
+    style: Literal["project", "authors"] = "project",
 ) -> pd.DataFrame:
     """Probes with each attention or MLP block zeroed in turn ("No Attn Lk", "No MLP Lk").
 
@@ -215,7 +266,10 @@ def ablation_table(
                 variants.append((f"No Attn L{i}", (i,), ()))
             if b.mlp is not None:
                 variants.append((f"No MLP L{i}", (), (i,)))
-    rows = {name: probe(nm, task, tokens, ablate_attn=a, ablate_mlp=m) for name, a, m in variants}
+    rows = {
+        name: probe(nm, task, tokens, ablate_attn=a, ablate_mlp=m, style=style)
+        for name, a, m in variants
+    }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -328,4 +382,43 @@ def growth_table(
     for c in cols:
         g = table[f"growth {c}"]
         table[f"{reference} / this {c}"] = g[reference] / g.abs()
+    return table
+
+
+def bos_excess_table(runs: Mapping[str, pd.DataFrame], *, stream: int = 1) -> pd.DataFrame:
+    """BOS's residual norm against the other tokens' in ``stream``, at the first and last probe.
+
+    The authors' appendix compares architectures by this excess after layer 0 (``stream=1``):
+    large for 3xTF and 2xTF+MLP, small for MLP+TF+MLP.
+
+    Args:
+        runs: ``{run name: probes}``, e.g. one AdamW run per architecture.
+        stream: the residual stream (layers applied so far).
+
+    Returns:
+        Rows are runs; columns ``bos_norm``, ``other_norm``, ``excess`` (their difference) at
+        the last probe, ``excess_at_start`` at the first, and ``excess_growth``.
+
+    Example:
+        >>> bos_excess_table({"3xTF": a.probes, "MLP+TF+MLP": b.probes})
+    """
+    if not runs:
+        raise KeyError("No runs to tabulate.")
+    bos, other = f"bos_resid_norm_{stream}", f"other_resid_norm_{stream}"
+    rows = {}
+    for name, df in runs.items():
+        for col in (bos, other):
+            if col not in df.columns:
+                raise KeyError(f"Run {name!r} has no probe column {col!r}; columns {sorted(df)}.")
+        df = df.sort_values("step")
+        first, last = df.iloc[0], df.iloc[-1]
+        rows[name] = {
+            "steps": int(last["step"]),
+            "bos_norm": float(last[bos]),
+            "other_norm": float(last[other]),
+            "excess": float(last[bos] - last[other]),
+            "excess_at_start": float(first[bos] - first[other]),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["excess_growth"] = table["excess"] - table["excess_at_start"]
     return table
