@@ -152,3 +152,17 @@ def test_scatter_and_residual_figures():
     f3 = residual_peak_figure(peak)
     assert list(f3.data[0].x) == ["attn 0", "mlp 0"]
     assert f3.layout.shapes[0].y0 == 100.0
+
+
+@pytest.mark.parametrize("first", ["delta_zero", "sink_logit"])
+def test_metric_colour_range_does_not_depend_on_what_was_shown_before(first):
+    """Regression: switching metric kept the previous metric's zmin/zmax."""
+    t = _table()
+    t["sink_logit"] = t["sink_mass"] * 7.0
+    fresh = ActiveDormantView(t, value="sink_mass").figure
+    view = ActiveDormantView(t, value=first)
+    view.metric.value = "sink_mass"
+    for got, want in zip(view.figure.data, fresh.data, strict=True):
+        assert (got.zmin, got.zmax, got.zmid) == (want.zmin, want.zmax, want.zmid)
+        assert bool(got.zauto) == (want.zmin is None and want.zmax is None)
+        assert got.colorscale == want.colorscale

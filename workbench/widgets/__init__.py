@@ -10,14 +10,17 @@ Example:
 """
 
 from workbench.widgets.controls import (
+    ControlValueError,
     Debouncer,
     HeadToggles,
     PromptBox,
     TokenStrip,
     debounce,
+    head_list,
     head_picker,
     layer_picker,
     link,
+    positive_int,
     threshold_slider,
 )
 from workbench.widgets.static import static_bundle, static_html
@@ -34,6 +37,7 @@ from workbench.widgets.views import (
 __all__ = [
     "AblationView",
     "AttentionView",
+    "ControlValueError",
     "Debouncer",
     "HeadToggles",
     "LogitLensView",
@@ -43,9 +47,11 @@ __all__ = [
     "View",
     "ViewDataError",
     "debounce",
+    "head_list",
     "head_picker",
     "layer_picker",
     "link",
+    "positive_int",
     "static_bundle",
     "static_html",
     "threshold_slider",

@@ -23,6 +23,8 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
+from workbench.errors import WorkbenchError
+
 __all__ = [
     "Debouncer",
     "HeadToggles",
@@ -180,8 +182,41 @@ class PromptBox(widgets.Text):
         )
 
 
+class ControlValueError(WorkbenchError, ValueError):
+    """A control's starting value outside the range it offers (a notebook parameter, say)."""
+
+
+def _check_index(value: Any, n: int, what: str) -> int:
+    """``value`` as an index in ``0 .. n-1``, or :class:`ControlValueError` (never clamped)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ControlValueError(f"The {what} must be an int, got {type(value).__name__} {value!r}.")
+    if not 0 <= value < n:
+        raise ControlValueError(
+            f"The {what} {value} is out of range: the model has {n} (valid: 0..{n - 1}). "
+            "Pick a value in range (e.g. -p <parameter> 0 for a notebook)."
+        )
+    return value
+
+
+def positive_int(value: Any, what: str) -> int:
+    """``value`` if it is an int >= 1, else :class:`ControlValueError` (e.g. ``top_k``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ControlValueError(f"{what} must be an int >= 1, got {value!r}.")
+    return value
+
+
+def head_list(value: Any) -> list[int]:
+    """``value`` as a list of head indices; a bare int (``heads=2``) is named, not guessed."""
+    if isinstance(value, int | str) or not hasattr(value, "__iter__"):
+        raise ControlValueError(
+            f"Heads must be a list of head indices, e.g. [{value!r}]; got {value!r}."
+        )
+    return list(value)
+
+
 def layer_picker(n_layers: int, value: int = 0, description: str = "layer") -> widgets.IntSlider:
-    """A slider over ``range(n_layers)``."""
+    """A slider over ``range(n_layers)``; a ``value`` outside it is an error, not clamped."""
+    _check_index(value, n_layers, description)
     return widgets.IntSlider(
         value=value,
         min=0,
@@ -193,7 +228,8 @@ def layer_picker(n_layers: int, value: int = 0, description: str = "layer") -> w
 
 
 def head_picker(n_heads: int, value: int = 0, description: str = "head") -> widgets.Dropdown:
-    """A drop-down of the heads ``0 .. n_heads-1``."""
+    """A drop-down of the heads ``0 .. n_heads-1``; a ``value`` outside it is an error."""
+    _check_index(value, n_heads, description)
     return widgets.Dropdown(
         options=[(f"head {h}", h) for h in range(n_heads)],
         value=value,
@@ -236,6 +272,12 @@ class HeadToggles(widgets.HBox):
     def __init__(
         self, n_heads: int, value: Sequence[int] = (), description: str = "ablate", **kwargs: Any
     ):
+        if isinstance(value, int | str):
+            raise ControlValueError(
+                f"Heads must be a list of head indices, e.g. [{value!r}]; got {value!r}."
+            )
+        for h in value:  # a head the model lacks would be dropped silently: refuse it
+            _check_index(h, n_heads, "head")
         self.buttons = [
             widgets.ToggleButton(
                 value=h in value,

@@ -325,6 +325,11 @@ class ActiveDormantView(View):
         with self.figure.batch_update():
             for old, new in zip(self.figure.data, fig.data, strict=True):
                 old.update(new.to_plotly_json())
+                # to_plotly_json leaves out unset keys, so the previous metric's colour range
+                # would stay; set every colour-range key, unset ones included.
+                if old.type == "heatmap":
+                    old.update(zmin=new.zmin, zmax=new.zmax, zmid=new.zmid)
+                    old.zauto = new.zmin is None and new.zmax is None
             self.figure.layout.title = fig.layout.title
 
 

@@ -86,6 +86,8 @@ def top_tokens(probs: Any, decode: Callable[[int], str], k: int = 10) -> pd.Data
     p = _array(probs)
     if p.ndim != 1:
         raise ViewDataError(f"top_tokens needs a probability vector [vocab]; got shape {p.shape}.")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ViewDataError(f"k (how many tokens to show) must be an int >= 1, got {k!r}.")
     k = min(k, p.shape[0])
     ids = np.argsort(-p, kind="stable")[:k]
     return pd.DataFrame(
@@ -546,6 +548,8 @@ class AblationView(View):
         height: int = 400,
         wait: float = DEFAULT_WAIT_S,
     ):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ViewDataError(f"k (how many tokens to show) must be an int >= 1, got {k!r}.")
         self.compute, self.decode, self.k = compute, decode, k
         self.layer = layer_picker(n_layers, value=layer)
         self.heads = HeadToggles(n_heads, value=heads)

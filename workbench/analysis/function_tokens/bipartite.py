@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.analysis.function_tokens.errors import FunctionTokenError
+from workbench.documents import as_documents
 from workbench.models.model import WorkbenchModel
 from workbench.sae.activations import residuals, window_batches
 from workbench.sae.model import SAE
@@ -314,6 +315,7 @@ def build_graph(
     position 0) is left out. Memory is fixed by the vocabulary and the SAE widths, not by
     the number of tokens.
     """
+    texts = as_documents(texts, "build_graph")
     if not saes:
         raise FunctionTokenError("build_graph needs at least one SAE ({layer: SAE}).")
     for layer, sae in saes.items():

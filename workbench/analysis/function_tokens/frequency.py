@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from workbench.analysis.function_tokens.errors import FunctionTokenError
+from workbench.documents import as_documents
 
 __all__ = [
     "FunctionTokens",
@@ -94,6 +95,7 @@ def counts_from_ids(
 
 def count_tokens(tokenizer: Any, texts: Sequence[str], *, batch: int = 64) -> TokenFrequency:
     """Count every token of ``texts`` under any HF tokenizer (special tokens left out)."""
+    texts = as_documents(texts, "count_tokens")
     if not texts:
         raise FunctionTokenError("count_tokens got no texts: the corpus sample is empty.")
     vocab = len(tokenizer)

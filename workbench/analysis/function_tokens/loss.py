@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from workbench.analysis.function_tokens.errors import FunctionTokenError
+from workbench.documents import as_documents
 from workbench.models.model import WorkbenchModel
 from workbench.sae.activations import residuals, window_batches
 from workbench.tracing.provenance import Provenance, provenance_for
@@ -128,6 +129,7 @@ def loss_decomposition(
     progress: bool = True,
 ) -> LossDecomposition:
     """The 2x2 mean-loss table of ``model`` over packed windows of ``texts``."""
+    texts = as_documents(texts, "loss_decomposition")
     vocab = max(len(model.tokenizer), model.adapter.vocab_size)
     mask = torch.zeros(vocab, dtype=torch.bool)
     mask[torch.as_tensor(function_ids, dtype=torch.long)] = True
