@@ -346,7 +346,7 @@ AUTHORS_SETTINGS = replace(
     d_mlp=256,
     seq_len=64,
     batch_size=32,
-    probe_every=500,
+    probe_every=250,
     probe_batch=32,
 )
 
@@ -822,11 +822,14 @@ def train_variants(
         >>> runs = train_variants(cfg, {"Adam": {}, "SGD": {"optimizer": "sgd"}})
     """
     out: dict[str, TrainResult] = {}
+    tasks: dict[bool, BBTask] = {}  # built once per vocabulary when not given
     for name, changes in variants.items():
         cfg = replace(base, **changes)
-        task = task if task is not None else cfg.make_task()
+        if task is None and cfg.case_sensitive not in tasks:
+            tasks[cfg.case_sensitive] = cfg.make_task()
+        run_task = task if task is not None else tasks[cfg.case_sensitive]
         folder = None if out_root is None else Path(out_root) / _slug(name)
-        out[name] = train(cfg, task=task, out_dir=folder, progress=progress, device=device)
+        out[name] = train(cfg, task=run_task, out_dir=folder, progress=progress, device=device)
     return out
 
 
