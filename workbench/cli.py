@@ -79,14 +79,32 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the error into a usage message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
+    from workbench.errors import InvalidArgumentError
     from workbench.models.loading import load_model
     from workbench.tracing.capture import run_with
 
-    model = load_model(args.model, device=args.device, self_test=False)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, self_test=False)
     logits = run_with(model, args.text)[0, -1]
+    vocab = logits.shape[-1]
+    if args.k > vocab:
+        raise InvalidArgumentError(
+            f"-k {args.k} asks for more next tokens than {model.model_id} has in its "
+            f"vocabulary ({vocab}). Use -k {min(vocab, 20)} or any value up to {vocab}."
+        )
     probs = torch.softmax(logits.float(), -1)
     top = probs.topk(args.k)
     print(f"{model.model_id}: next token after {args.text!r}")
@@ -108,6 +126,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an unexpected error"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("doctor", help="versions, device, embedded model and hub reachability")
     d.set_defaults(fn=cmd_doctor)
@@ -120,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="hub id, folder, .gguf or tiny:<Arch>; default: the embedded SmolLM2-135M-Instruct",
     )
-    pr.add_argument("-k", type=int, default=5)
-    pr.add_argument("--device", default=None)
+    pr.add_argument("-k", type=_positive_int, default=5, help="how many next tokens (>= 1)")
+    pr.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto")
+    pr.add_argument("--dtype", default=None, help="float32, bfloat16 (bf16), float16 (fp16)")
     pr.set_defaults(fn=cmd_predict)
     r = sub.add_parser("run", help="execute a notebook headless (papermill) and export HTML")
     r.add_argument("notebook")
@@ -140,12 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; errors become one message and an exit status, not a traceback.
+
+    Exit status: 0 ok, 1 a notebook run failed or an unexpected error, 2 bad input (a
+    :class:`WorkbenchError`, or a usage error from argparse), 130 interrupted.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(
+            f"error: {type(exc).__name__}: {first}\n"
+            f"(unexpected: `workbench --traceback {args.command} ...` shows where it came "
+            "from; please report it with that output)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ __all__ = [
     "HeadIndexError",
     "SelfTestError",
     "InterventionError",
+    "DeviceUnavailableError",
+    "DtypeError",
+    "ModelFileError",
+    "TokenIdError",
+    "InvalidArgumentError",
 ]
 
 
@@ -64,3 +69,23 @@ class SelfTestError(WorkbenchError, RuntimeError):
 
 class InterventionError(WorkbenchError, ValueError):
     """An intervention that cannot be applied as specified."""
+
+
+class DeviceUnavailableError(WorkbenchError, ValueError):
+    """A device that is unknown, or that this machine does not have (``"cuda"`` without CUDA)."""
+
+
+class DtypeError(WorkbenchError, ValueError):
+    """A dtype that is not one of the floating-point types a model can be loaded in."""
+
+
+class ModelFileError(ModelNotFoundError):
+    """A model path that exists but holds no loadable model (no config.json, a broken .gguf)."""
+
+
+class TokenIdError(WorkbenchError, ValueError):
+    """Token ids that are not integers, or lie outside ``range(vocabulary size)``."""
+
+
+class InvalidArgumentError(WorkbenchError, ValueError):
+    """An argument outside the values it can take (``max_length=0``, ``-k 0``)."""

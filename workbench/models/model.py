@@ -25,9 +25,11 @@ import torch
 from workbench.errors import (
     EmptyPromptError,
     HeadIndexError,
+    InvalidArgumentError,
     LayerIndexError,
     PromptTooLongError,
     PromptTypeError,
+    TokenIdError,
 )
 from workbench.models.adapters import FamilyAdapter
 
@@ -283,12 +285,38 @@ class WorkbenchModel:
     ) -> Tokens:
         """Tokenize one prompt or a batch into a right-padded :class:`Tokens`.
 
-        ``prompts`` may also be a ``[batch, seq]`` (or ``[seq]``) tensor of token ids.
-        A prompt longer than ``max_length`` (default: the context) raises
-        :class:`PromptTooLongError`, unless ``truncate`` cuts it to fit.
+        ``prompts`` may also be a ``[batch, seq]`` (or ``[seq]``) tensor of integer token
+        ids, each in ``range(vocabulary size)``. A prompt longer than ``max_length``
+        (default, and at most: the model's context) raises :class:`PromptTooLongError`,
+        unless ``truncate`` cuts it to fit.
+
+        Raises:
+            PromptTypeError / EmptyPromptError / PromptTooLongError: as their names say; a
+                lone surrogate in a string is a PromptTypeError naming where it is.
+            TokenIdError: float, negative or out-of-vocabulary token ids.
+            InvalidArgumentError: ``max_length`` that is not a positive int.
         """
-        limit = max_length or self.adapter.max_context
+        context = self.adapter.max_context
+        if max_length is not None and (
+            not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1
+        ):
+            raise InvalidArgumentError(
+                f"max_length must be a positive int (tokens per prompt), got {max_length!r}. "
+                f"Leave it None for the model's context ({context} tokens)."
+            )
+        # never past the context: positions beyond it have no trained embedding
+        limit = min(max_length or context, context or max_length) if context else max_length
+        where = (
+            f"{self.model_id} has a context of {limit}"
+            if limit == context
+            else f"max_length is {limit}"
+        )
         if isinstance(prompts, torch.Tensor):
+            if prompts.dtype == torch.bool or prompts.is_floating_point() or prompts.is_complex():
+                raise TokenIdError(
+                    f"Token ids must be an integer tensor, got dtype {prompts.dtype}. Pass the "
+                    "ids the tokenizer returned (torch.long), or strings."
+                )
             ids = prompts.long()
             if ids.dim() == 1:
                 ids = ids[None]
@@ -298,27 +326,56 @@ class WorkbenchModel:
                 )
             if ids.shape[1] == 0:
                 raise EmptyPromptError("The token-id tensor has no tokens.")
+            vocab = self.hf.get_input_embeddings().num_embeddings
+            bad = (ids < 0) | (ids >= vocab)
+            if bool(bad.any()):
+                b, t = (int(x) for x in bad.nonzero()[0])
+                raise TokenIdError(
+                    f"Token id {int(ids[b, t])} (prompt {b}, position {t}) is outside the "
+                    f"vocabulary of {self.model_id}: ids must be in 0..{vocab - 1}. Were these ids "
+                    "made by another model's tokenizer?"
+                )
             mask = torch.ones_like(ids)
             rows = [r.tolist() for r in ids]
         else:
             if isinstance(prompts, str):
                 prompts = [prompts]
             if not isinstance(prompts, list | tuple) or not prompts:
+                kind = type(prompts).__name__
+                hint = ""
+                if isinstance(prompts, bytes):
+                    hint = " Decode bytes first: prompts.decode('utf-8')."
+                elif not isinstance(prompts, list | tuple) and hasattr(prompts, "__iter__"):
+                    hint = f" Turn the {kind} into a list first: list(prompts)."
                 raise PromptTypeError(
                     "Prompts must be a string, a non-empty list of strings, or a tensor of "
-                    f"token ids; got {type(prompts).__name__}."
+                    f"token ids; got {'an empty ' + kind if not prompts else kind}.{hint}"
                 )
             rows = []
             for i, p in enumerate(prompts):
                 if not isinstance(p, str):
+                    hint = (
+                        " Token ids go in a tensor: torch.tensor([[...]])."
+                        if isinstance(p, int)
+                        else ""
+                    )
                     raise PromptTypeError(
-                        f"Prompt {i} is a {type(p).__name__}, not a string: {p!r:.80}"
+                        f"Prompt {i} is a {type(p).__name__}, not a string: {p!r:.80}.{hint}"
                     )
                 if not p.strip():
                     raise EmptyPromptError(
                         f"Prompt {i} is empty{' (whitespace only)' if p else ''}. "
                         "Give it at least one token of text."
                     )
+                try:
+                    p.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise PromptTypeError(
+                        f"Prompt {i} holds a lone surrogate {p[exc.start]!r} at character "
+                        f"{exc.start}, which is not valid Unicode text (it often comes from "
+                        "reading bytes with errors='surrogateescape'). Remove it, or clean the "
+                        "text with text.encode('utf-8', 'replace').decode('utf-8')."
+                    ) from None
                 ids_p = self.tokenizer(p).input_ids
                 rows.append(ids_p[:limit] if truncate and limit else ids_p)
             width = max(len(r) for r in rows)
@@ -331,8 +388,8 @@ class WorkbenchModel:
         for i, r in enumerate(rows):
             if limit is not None and len(r) > limit:
                 raise PromptTooLongError(
-                    f"Prompt {i} has {len(r)} tokens but {self.model_id} has a context of "
-                    f"{limit}. Shorten it, or split it into chunks of at most {limit} tokens."
+                    f"Prompt {i} has {len(r)} tokens but {where}. Shorten it, split it into "
+                    f"chunks of at most {limit} tokens, or pass truncate=True."
                 )
         strings = TokenStrings(self.tokenizer, rows)
         return Tokens(ids.to(self.device), mask.to(self.device), strings)
