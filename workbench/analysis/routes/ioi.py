@@ -19,16 +19,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import pandas as pd
 
 from workbench.analysis.routes.graph import DEFAULT_TAU, trace_routes
+from workbench.data.prompts import prompt_set
 from workbench.models.hub import hub_reachable  # re-exported: the notebook asks it
 from workbench.models.model import WorkbenchModel
 
@@ -47,8 +46,8 @@ REQUIRED_ROLES = ("name mover", "s-inhibition", "induction", "previous token")
 
 @cache
 def ioi_spec() -> dict[str, Any]:
-    """The contents of ``workbench/data/ioi.json``."""
-    return json.loads(resources.files("workbench.data").joinpath("ioi.json").read_text())
+    """The IOI prompt set, ``data/ioi.json`` (see :func:`workbench.data.prompt_set`)."""
+    return prompt_set("ioi")
 
 
 def circuit_heads() -> pd.DataFrame:
