@@ -1,10 +1,12 @@
-"""The ``workbench`` command: ``doctor``, ``models``, ``predict`` and ``run``.
+"""The ``workbench`` command: ``doctor``, ``models``, ``predict``, ``run`` and ``cache``.
 
 Examples:
     workbench doctor
     workbench models
     workbench predict "The capital of France is" -k 5
     workbench run notebooks/00_quickstart.ipynb -p model tiny:LlamaForCausalLM --out results/
+    workbench cache list
+    workbench cache clear --what activations --yes
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import os
+import shutil
 import sys
+from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
@@ -124,6 +129,107 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+# -- cache ------------------------------------------------------------------------------------
+
+# What lives under cache_root(), by folder; `cache clear` removes only these folders.
+CACHE_KINDS = {
+    "converted": "float copies of the embedded GGUF model",
+    "activations": "harvested activations for SAE training",
+    "sae": "trained SAEs",
+    "stream": "resumable dataset reductions",
+}
+
+
+def _size(path: Path) -> int:
+    """Bytes in the files under ``path`` (links are not followed)."""
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _cache_root_checked() -> Path:
+    from workbench.errors import InvalidArgumentError
+    from workbench.storage import cache_root
+
+    root = cache_root().expanduser().resolve()
+    if root.parent == root or root == Path.home().resolve():
+        raise InvalidArgumentError(
+            f"The cache folder is {root}, which is a home or root folder, not a cache: "
+            "refusing to list or clear it. Set WORKBENCH_CACHE to a folder of its own, "
+            "such as ~/.cache/workbench."
+        )
+    return root
+
+
+def cmd_cache_list(args: argparse.Namespace) -> int:
+    root = _cache_root_checked()
+    print(f"cache: {root}" + ("" if root.is_dir() else " (empty: not created yet)"))
+    total = 0
+    for kind, what in CACHE_KINDS.items():
+        folder = root / kind
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        sizes = [(p, _size(p)) for p in entries if not p.name.startswith(".")]
+        size = _size(folder) if folder.is_dir() else 0
+        total += size
+        count = f"{len(sizes)} entr{'y' if len(sizes) == 1 else 'ies'}"
+        print(f"  {kind:<12} {_human(size):>9}  {count}  ({what})")
+        for p, n in sorted(sizes, key=lambda t: -t[1])[: args.top]:
+            print(f"    {_human(n):>9}  {p.name}")
+        if len(sizes) > args.top:
+            print(f"    ... and {len(sizes) - args.top} more")
+    others = [p for p in root.iterdir() if p.name not in CACHE_KINDS] if root.is_dir() else []
+    for p in others:
+        print(f"  (not the workbench's, left alone) {p.name}")
+    print(f"  total        {_human(total):>9}")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    from workbench.errors import InvalidArgumentError
+
+    root = _cache_root_checked()
+    kinds = list(CACHE_KINDS) if args.what == "all" else [args.what]
+    doomed = [(root / k, _size(root / k)) for k in kinds if (root / k).exists()]
+    if not doomed:
+        print(f"Nothing to clear: {root} holds no {' / '.join(kinds)} cache.")
+        return 0
+    for folder, n in doomed:
+        print(f"  {_human(n):>9}  {folder}")
+    total = _human(sum(n for _, n in doomed))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidArgumentError(
+                f"`workbench cache clear` would remove {total} (listed above); add --yes to "
+                "confirm when not at a terminal."
+            )
+        if input(f"Remove {total}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("Nothing removed.")
+            return 0
+    for folder, _ in doomed:
+        inside = folder.resolve().parent == root and folder.name in CACHE_KINDS
+        if folder.is_symlink() or not inside:  # never follow a link out of the cache
+            print(f"  skipped {folder}: a link or outside {root}", file=sys.stderr)
+            continue
+        shutil.rmtree(folder)
+    print(f"Removed {total}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     p.add_argument(
@@ -158,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="results", help="folder for the executed copy and HTML")
     r.add_argument("--no-html", action="store_true", help="skip the HTML export")
     r.set_defaults(fn=cmd_run)
+    c = sub.add_parser("cache", help="list or clear the cache (converted models, SAEs, ...)")
+    csub = c.add_subparsers(dest="action", required=True)
+    cl = csub.add_parser("list", help="the cache's folders with their sizes")
+    cl.add_argument("--top", type=int, default=5, help="entries shown per folder")
+    cl.set_defaults(fn=cmd_cache_list)
+    cc = csub.add_parser("clear", help="remove part or all of the cache")
+    cc.add_argument("--what", choices=[*CACHE_KINDS, "all"], default="all")
+    cc.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    cc.set_defaults(fn=cmd_cache_clear)
     return p
 
 

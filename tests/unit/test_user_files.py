@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -365,3 +366,105 @@ def test_a_remote_load_never_writes_the_ndif_key_to_disk(tmp_path, monkeypatch):
     assert saves == []  # nnsight's config file was never written
     assert [p for p in home.rglob("*") if p.is_file()] == []
     assert CONFIG.API.APIKEY == "secret-ndif-key-123"  # in memory, for this process
+
+
+# -- disk: the converted model keyed on content, and `workbench cache` -----------------------
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("WORKBENCH_CACHE", str(root))
+    return root
+
+
+def test_the_converted_copy_is_keyed_on_the_files_content(tmp_path, cache, monkeypatch):
+    import hashlib
+
+    from workbench.models import embedded
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    first = embedded.converted_cache_dir(gguf)
+    assert first.parent == cache / "converted"
+    assert first.name == f"m-{hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]}"
+    # a reinstall: the same bytes, a new mtime -> the same folder, no second copy
+    gguf.write_bytes(gguf.read_bytes())
+    os.utime(gguf, ns=(10**18, 10**18))
+    assert embedded.converted_cache_dir(gguf) == first
+    # the hash is remembered by size and mtime: no second read of the file
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: pytest.fail("hashed again"))
+    assert embedded.converted_cache_dir(gguf) == first
+    monkeypatch.undo()
+    monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
+    # other contents of the same size -> another folder
+    gguf.write_bytes(b"GGUF" + bytes(range(255, -1, -1)) * 40)
+    assert embedded.converted_cache_dir(gguf) != first
+    # a broken sidecar only costs a re-hash
+    (cache / "converted" / embedded.HASHES_FILE).write_text("{not json")
+    assert embedded.converted_cache_dir(gguf).parent == cache / "converted"
+
+
+def test_saving_the_converted_copy_removes_old_layout_copies_only(tmp_path, cache):
+    from workbench.models import embedded
+    from workbench.models.tiny import tiny_hf_model
+
+    conv = cache / "converted"
+    old = conv / "m-1234-5678"  # the earlier <stem>-<size>-<mtime> layout
+    other = conv / "other-1234-5678"  # another model's copy
+    for d in (old, other):
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"x" * 10)
+    hf, tok = tiny_hf_model("LlamaForCausalLM")
+    target = conv / "m-0123456789abcdef"
+    embedded.save_converted(hf, tok, target)
+    assert (target / "config.json").is_file()
+    assert not old.exists() and other.is_dir()
+    assert sorted(p.name for p in conv.iterdir()) == sorted([target.name, other.name])
+
+
+def _fill(cache):
+    for kind, n in (("converted", 3000), ("sae", 200), ("activations", 50)):
+        d = cache / kind / f"{kind}-entry"
+        d.mkdir(parents=True)
+        (d / "data.bin").write_bytes(b"x" * n)
+
+
+def test_cache_list_shows_folders_with_sizes(cache, capsys):
+    _fill(cache)
+    (cache / "mine.txt").write_text("a user's file")
+    assert cli.main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"cache: {cache.resolve()}" in out
+    assert re.search(r"converted +3\.0 KB +1 entry", out) and "3.0 KB  converted-entry" in out
+    assert re.search(r"sae +200 B", out) and re.search(r"stream +0 B +0 entries", out)
+    assert "(not the workbench's, left alone) mine.txt" in out
+    assert re.search(r"total +3\.2 KB", out)
+
+
+def test_cache_clear_removes_only_what_was_asked_inside_the_cache(cache, tmp_path, capsys):
+    _fill(cache)
+    (cache / "mine.txt").write_text("a user's file")
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (cache / "stream").symlink_to(outside)  # a link out of the cache is never followed
+    assert cli.main(["cache", "clear", "--what", "sae", "--yes"]) == 0
+    assert not (cache / "sae").exists() and (cache / "converted").is_dir()
+    # without --yes, and no terminal to ask: refused, nothing removed
+    code = cli.main(["cache", "clear"])
+    err = capsys.readouterr().err
+    assert code == 2 and "add --yes" in err and (cache / "converted").is_dir()
+    assert cli.main(["cache", "clear", "--what", "all", "--yes"]) == 0
+    assert sorted(p.name for p in cache.iterdir()) == ["mine.txt", "stream"]
+    assert (outside / "keep.txt").read_text() == "keep"
+    assert cli.main(["cache", "clear", "--what", "sae", "--yes"]) == 0
+    assert "Nothing to clear" in capsys.readouterr().out
+
+
+def test_cache_commands_refuse_a_home_folder_as_the_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    (tmp_path / "sae").mkdir()
+    assert cli.main(["cache", "clear", "--yes"]) == 2
+    assert "home or root folder" in capsys.readouterr().err and (tmp_path / "sae").is_dir()
