@@ -242,6 +242,10 @@ class WorkbenchModel:
         """
         return self.attn(i).source.attention_interface_1
 
+    def envoy(self, path: str) -> Any:
+        """The nnsight envoy of a module by adapter path, e.g. ``model.envoy(adapter.unembed)``."""
+        return _path_get(self.nn, path)
+
     def hf_module(self, path: str) -> torch.nn.Module:
         """A plain HF submodule by adapter path, e.g. ``model.hf_module(adapter.final_norm)``."""
         return _path_get(self.hf, path)

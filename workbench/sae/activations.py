@@ -18,23 +18,20 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from workbench.errors import WorkbenchError
 from workbench.models.model import WorkbenchModel
-from workbench.storage import cache_root
+from workbench.storage import atomic_write, cache_root, content_key
 from workbench.tracing.capture import capture
 
 __all__ = [
@@ -59,13 +56,7 @@ class ActivationError(WorkbenchError, ValueError):
 
 
 def _window_key(model: WorkbenchModel, texts: Sequence[str], settings: dict[str, Any]) -> str:
-    h = hashlib.sha256()
-    h.update(model.model_id.encode())
-    h.update(model.weight_hash().encode())
-    for t in texts:
-        h.update(hashlib.sha256(t.encode()).digest())
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    return h.hexdigest()[:20]
+    return content_key(model.model_id, model.weight_hash(), list(texts), settings, n=20)
 
 
 def iter_windows(
@@ -260,14 +251,7 @@ def harvest(
     out = {i: a[:n_tokens] for i, a in out.items()}
     token_ids = token_ids[:n_tokens]
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-        os.close(fd)
-        try:
-            tensors = {f"L{i}": a.contiguous() for i, a in out.items()}
-            save_file({**tensors, "token_ids": token_ids.contiguous()}, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        tensors = {f"L{i}": a.contiguous() for i, a in out.items()}
+        blob = save({**tensors, "token_ids": token_ids.contiguous()})
+        atomic_write(path, lambda f: f.write(blob))
     return ActivationStore(out, token_ids, site, settings)

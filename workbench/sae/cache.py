@@ -10,8 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -25,7 +23,7 @@ from workbench.sae.activations import harvest
 from workbench.sae.model import SAE
 from workbench.sae.saelens import TRAIN_HINT, SAEMissingError, load_sae, save_sae
 from workbench.sae.training import SAEReport, TrainConfig, train_saes
-from workbench.storage import cache_root
+from workbench.storage import cache_root, content_key
 
 __all__ = ["cached_saes", "sae_folder"]
 
@@ -33,7 +31,7 @@ __all__ = ["cached_saes", "sae_folder"]
 def sae_folder(model: WorkbenchModel, layer: int, settings: dict) -> Path:
     """Where the SAE of ``layer`` trained with ``settings`` lives."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.model_id)[:60]
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    key = content_key(settings, n=64)
     weights = model.weight_hash().split(":")[-1][:12]
     return cache_root() / "sae" / f"{slug}-{weights}" / key[:16] / f"L{layer}"
 
@@ -75,7 +73,7 @@ def cached_saes(
     With ``train=False`` a missing SAE raises :class:`SAEMissingError` instead.
     """
     layers = sorted({model.check_layer(i) for i in layers})
-    corpus = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    corpus = content_key(list(texts), n=16)
     settings = {"cfg": asdict(cfg), "n_tokens": n_tokens, "length": length, "corpus": corpus}
     settings["cfg"].pop("time_limit_s", None)
     folders = {i: sae_folder(model, i, settings) for i in layers}

@@ -163,13 +163,6 @@ def _apply(ivs: list[Intervention], value: Any, ctx: dict[str, Any]) -> Any:
     return value
 
 
-def _path_envoy(model: WorkbenchModel, path: str) -> Any:
-    obj = model.nn
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _repeat_kv(x: torch.Tensor, group: int) -> torch.Tensor:
     """[b, kv, s, d] -> [b, kv * group, s, d]: query head h reads kv head h // group."""
     return x if group == 1 else x.repeat_interleave(group, dim=1)
@@ -288,7 +281,7 @@ def _body(model: WorkbenchModel, plan: _Plan, saved: dict[str, dict[int, Any]]) 
         if cap and plan.reduce is not None:
             saved.setdefault("reduced", {})[i] = nnsight.save(plan.reduce(here, i))
     if "logits" in want:
-        logits = a.softcap_logits(_path_envoy(model, a.unembed).output)
+        logits = a.softcap_logits(model.envoy(a.unembed).output)
         fn = transforms.get("logits")
         saved.setdefault("logits", {})[-1] = nnsight.save(fn(logits, -1) if fn else logits)
 

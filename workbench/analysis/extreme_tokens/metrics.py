@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +42,7 @@ from tqdm.auto import tqdm
 from workbench.analysis.extreme_tokens.errors import ExtremeTokenError
 from workbench.analysis.extreme_tokens.sink import Sink, describe_sink, resolve_sink
 from workbench.models.model import Tokens, WorkbenchModel
+from workbench.storage import content_key
 from workbench.tracing.capture import capture
 from workbench.tracing.provenance import Provenance, provenance_for
 
@@ -435,13 +435,9 @@ def _scan_batch(
 
 
 def _texts_hash(prompts: Sequence[str] | Tokens) -> str:
-    h = hashlib.sha256()
     if isinstance(prompts, Tokens):
-        h.update(prompts.input_ids.cpu().numpy().tobytes())
-    else:
-        for p in [prompts] if isinstance(prompts, str) else prompts:
-            h.update(hashlib.sha256(p.encode()).digest())
-    return h.hexdigest()[:16]
+        return content_key(prompts.input_ids, n=16)
+    return content_key([prompts] if isinstance(prompts, str) else list(prompts), n=16)
 
 
 def scan_extreme_tokens(
