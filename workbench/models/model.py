@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from workbench.errors import (
     PromptTooLongError,
     PromptTypeError,
     TokenIdError,
+    UnsupportedArchitectureError,
 )
 from workbench.models.adapters import FamilyAdapter
 
@@ -266,6 +267,59 @@ class WorkbenchModel:
         """
         x = self.final_norm(resid.to(self.device, self.dtype))
         return self.adapter.softcap_logits(self.unembed(x))
+
+    def frozen_final_norm(
+        self, resid: torch.Tensor
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+        """The final norm as a linear map, its scale frozen at ``resid`` ``[d_model]``.
+
+        Returns ``(apply, bias)``: ``apply(c)`` maps parts ``[..., d_model]`` linearly and
+        ``apply(resid) + bias == final_norm(resid)``, so the parts of a residual vector
+        add up, through the norm, to what the model computes. LayerNorms are centred and
+        divided by the standard deviation of ``resid``; RMS norms (any gain, e.g. Gemma's
+        ``1 + w``) by its root mean square. Checked on ``resid``; a norm this does not
+        describe raises :class:`UnsupportedArchitectureError` rather than a wrong number.
+
+        Example:
+            >>> apply, bias = model.frozen_final_norm(resid_last)     # [d_model]
+            >>> logit_part = apply(head_part) @ model.unembed.weight[token]
+        """
+        norm = self.final_norm
+        x = resid.detach().to(self.device, torch.float32)
+        d = x.shape[-1]
+        eps = float(getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6))
+        with torch.no_grad():
+            want = norm(resid.detach().to(self.device, self.dtype)[None]).float()[0]
+            if isinstance(norm, torch.nn.LayerNorm) or "LayerNorm" in type(norm).__name__:
+                sigma = torch.sqrt(x.var(unbiased=False) + eps)
+                w = getattr(norm, "weight", None)
+                b = getattr(norm, "bias", None)
+                gain = w.detach().float() if w is not None else torch.ones(d, device=x.device)
+                bias = b.detach().float() if b is not None else torch.zeros(d, device=x.device)
+
+                def apply(c: torch.Tensor) -> torch.Tensor:
+                    c = c.float()
+                    return gain * (c - c.mean(-1, keepdim=True)) / sigma
+
+            else:  # RMS norm: the gain is what it makes of a vector of ones (rms 1)
+                ones = torch.ones(1, d, device=self.device, dtype=self.dtype)
+                gain = norm(ones).float()[0] * (1.0 + eps) ** 0.5
+                sigma = torch.sqrt(x.pow(2).mean() + eps)
+                bias = torch.zeros(d, device=x.device)
+
+                def apply(c: torch.Tensor) -> torch.Tensor:
+                    return gain * c.float() / sigma
+
+            got = apply(x) + bias
+        tol = 1e-3 if self.dtype == torch.float32 else 5e-2
+        err = float((got - want).norm() / want.norm().clamp_min(1e-12))
+        if err > tol:
+            raise UnsupportedArchitectureError(
+                f"Cannot freeze the final norm {type(norm).__name__} of {self.model_id} as a "
+                f"linear map (relative error {err:.1e}); direct attribution needs a "
+                "LayerNorm or RMS norm."
+            )
+        return apply, bias
 
     def attention_scale(self, i: int) -> float:
         """The factor layer ``i`` multiplies ``q.k`` by before its softmax."""

@@ -6,6 +6,7 @@ own, keeps its own probes).
 
 from workbench.models.checks import register_load_check
 from workbench.tracing.capture import CAPTURABLE, Capture, LayerReduce, capture, run_with
+from workbench.tracing.gradients import PROBE_SITES, SiteProbe, SiteValues, site_values
 from workbench.tracing.interventions import (
     ActivationPatch,
     AttentionKnockout,
@@ -32,6 +33,9 @@ __all__ = [
     "HeadAblation",
     "Intervention",
     "LayerReduce",
+    "PROBE_SITES",
+    "SiteProbe",
+    "SiteValues",
     "NeuronClamp",
     "Provenance",
     "Reducer",
@@ -41,6 +45,7 @@ __all__ = [
     "logit_lens_table",
     "run_from",
     "run_with",
+    "site_values",
     "stream",
     "unembed",
 ]
