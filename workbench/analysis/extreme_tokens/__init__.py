@@ -20,11 +20,13 @@ Example:
 
 from workbench.analysis.extreme_tokens.ablations import (
     ActiveDormant,
+    SweepDocs,
     ablation_sweep,
     active_dormant,
     classify_heads,
     domain_contrast,
     naive_ablation_sweep,
+    sweep_documents,
 )
 from workbench.analysis.extreme_tokens.checkpoints import checkpoint_dynamics, hub_available
 from workbench.analysis.extreme_tokens.errors import (
@@ -53,6 +55,7 @@ __all__ = [
     "ResidualPeak",
     "Settings",
     "SinkPositionError",
+    "SweepDocs",
     "ablation_sweep",
     "active_dormant",
     "checkpoint_dynamics",
@@ -68,4 +71,5 @@ __all__ = [
     "scan_extreme_tokens",
     "settings",
     "sink_positions",
+    "sweep_documents",
 ]

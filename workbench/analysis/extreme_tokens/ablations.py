@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -45,6 +46,7 @@ from tqdm.auto import tqdm
 from workbench.analysis.extreme_tokens.errors import EmptyDomainError, ExtremeTokenError
 from workbench.analysis.extreme_tokens.metrics import batches_of, scan_extreme_tokens
 from workbench.analysis.extreme_tokens.sink import Sink, describe_sink, resolve_sink
+from workbench.analysis.uncertainty import Bootstrap, too_few_documents
 from workbench.models.model import Tokens, WorkbenchModel
 from workbench.tracing.capture import Capture, capture
 from workbench.tracing.interventions import HeadAblation
@@ -54,11 +56,13 @@ from workbench.tracing.tail import run_from
 __all__ = [
     "MODES",
     "ActiveDormant",
+    "SweepDocs",
     "ablation_sweep",
     "active_dormant",
     "classify_heads",
     "domain_contrast",
     "naive_ablation_sweep",
+    "sweep_documents",
     "token_loss_sums",
 ]
 
@@ -146,22 +150,75 @@ def _common_sink(model: WorkbenchModel, tokens: Tokens, sink: Sink, modes: list[
     return int(pos[0])
 
 
-def _rows(layer: int, head: int, mode: str, loss: float, clean: float, n: int) -> dict[str, Any]:
-    return {
-        "layer": layer,
-        "head": head,
-        "mode": mode,
-        "loss": loss,
-        "clean_loss": clean,
-        "delta_loss": loss - clean,
-        "tokens": n,
-    }
+@dataclass
+class SweepDocs:
+    """Per-document loss sums of a sweep: what the document bootstrap resamples.
+
+    Attributes:
+        keys: the (layer, head, mode) of each row of ``ablated``.
+        ablated: ``[len(keys), n_docs]`` summed loss of each document under each ablation.
+        clean: ``[n_docs]`` summed clean loss per document.
+        counts: ``[n_docs]`` predicted tokens per document.
+    """
+
+    keys: list[tuple[int, int, str]]
+    ablated: np.ndarray
+    clean: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.clean.shape[0])
+
+    def deltas(self) -> np.ndarray:
+        """``[n_docs, len(keys)]`` per-document loss-change sums (ablated minus clean)."""
+        return (self.ablated - self.clean[None, :]).T
+
+    def table(self, boot: Bootstrap) -> pd.DataFrame:
+        """One row per key: loss, clean_loss, delta_loss, tokens and its intervals.
+
+        ``delta_low`` / ``delta_high`` are the 95% percentile interval; ``delta_low_c`` /
+        ``delta_high_c`` are Bonferroni-corrected over every row of the table.
+        """
+        n = float(self.counts.sum())
+        clean = float(self.clean.sum()) / n
+        est, _, iv = boot.ratio(self.deltas(), self.counts, m=max(len(self.keys), 1))
+        rows = [
+            {
+                "layer": l,
+                "head": h,
+                "mode": m,
+                "loss": clean + float(est[i]),
+                "clean_loss": clean,
+                "delta_loss": float(est[i]),
+                "tokens": int(n),
+                "delta_low": float(iv["low"][i]),
+                "delta_high": float(iv["high"][i]),
+                "delta_low_c": float(iv["low_c"][i]),
+                "delta_high_c": float(iv["high_c"][i]),
+                "docs": self.n_docs,
+            }
+            for i, (l, h, m) in enumerate(self.keys)
+        ]
+        return pd.DataFrame(rows)
 
 
-def _table(sums: dict[tuple[int, int, str], float], clean_sum: float, count: int) -> pd.DataFrame:
-    clean = clean_sum / count
-    rows = [_rows(l, h, m, s / count, clean, count) for (l, h, m), s in sorted(sums.items())]
-    return pd.DataFrame(rows)
+def _collect(
+    per_doc: dict[tuple[int, int, str], list[torch.Tensor]],
+    clean: list[torch.Tensor],
+    counts: list[torch.Tensor],
+) -> SweepDocs:
+    keys = sorted(per_doc)
+    ablated = np.stack([torch.cat(per_doc[k]).double().numpy() for k in keys])
+    return SweepDocs(
+        keys, ablated, torch.cat(clean).double().numpy(), torch.cat(counts).double().numpy()
+    )
+
+
+def _predicted(tokens: Tokens) -> torch.Tensor:
+    """``[batch]`` how many tokens each row predicts (real tokens with a real successor)."""
+    m = tokens.attention_mask
+    return (m[:, 1:] * m[:, :-1]).sum(1).cpu()
 
 
 # -- naive sweep -----------------------------------------------------------------------------
@@ -175,7 +232,8 @@ def naive_ablation_sweep(
     sink: Sink = "auto",
     batch_size: int = 4,
     max_length: int = 64,
-    progress: bool = False,
+    bootstrap: Bootstrap | None = None,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """The reference sweep: one full forward pass per (batch, layer, head, mode).
 
@@ -184,10 +242,11 @@ def naive_ablation_sweep(
     modes = _check_modes(modes)
     layer_ids, head_ids = _layer_list(model, layers), _head_list(model, heads)
     batches = _batches(model, prompts, batch_size, max_length)
-    sums: dict[tuple[int, int, str], float] = {}
-    clean_sum, count = 0.0, 0
+    per_doc: dict[tuple[int, int, str], list[torch.Tensor]] = {}
+    clean: list[torch.Tensor] = []
+    counts: list[torch.Tensor] = []
 
-    def loss_of(tokens: Tokens, ivs: list[HeadAblation]) -> float:
+    def loss_of(tokens: Tokens, ivs: list[HeadAblation]) -> torch.Tensor:
         cap = capture(
             model,
             tokens,
@@ -196,41 +255,41 @@ def naive_ablation_sweep(
             transforms={
                 "logits": lambda lg, _: token_loss_sums(
                     lg, tokens.input_ids, tokens.attention_mask
-                )[0].sum()
+                )[0]
             },
         )
-        return float(cap.logits)
+        return cap.logits.detach().double().cpu().reshape(-1)  # [batch]
 
     total = len(batches) * len(layer_ids) * len(head_ids) * len(modes)
     bar = tqdm(total=total, desc="naive sweep", disable=not progress)
     for tokens in batches:
         p = _common_sink(model, tokens, sink, modes)
-        clean_sum += loss_of(tokens, [])
-        count += int((tokens.attention_mask[:, 1:] * tokens.attention_mask[:, :-1]).sum())
+        clean.append(loss_of(tokens, []))
+        counts.append(_predicted(tokens))
         for layer in layer_ids:
             for head in head_ids:
                 for mode in modes:
                     iv = HeadAblation(layer=layer, heads=[head], mode=mode, sink=p)
-                    key = (layer, head, mode)
-                    sums[key] = sums.get(key, 0.0) + loss_of(tokens, [iv])
+                    per_doc.setdefault((layer, head, mode), []).append(loss_of(tokens, [iv]))
                     bar.update(1)
     bar.close()
-    return _table(sums, clean_sum, count)
+    return _collect(per_doc, clean, counts).table(bootstrap or Bootstrap())
 
 
 # -- fast sweep ------------------------------------------------------------------------------
-def _clean_pass(model: WorkbenchModel, tokens: Tokens, first: int) -> tuple[Capture, float]:
-    """One unmodified capture that keeps the inputs of layers ``first..L-1`` and the loss."""
+def _clean_pass(model: WorkbenchModel, tokens: Tokens, first: int) -> tuple[Capture, torch.Tensor]:
+    """One unmodified capture that keeps the inputs of layers ``first..L-1`` and the
+    loss sum of each row (``[batch]``)."""
     ids, mask = tokens.input_ids, tokens.attention_mask
     cap = capture(
         model,
         tokens,
         ["logits"],
-        transforms={"logits": lambda lg, _: token_loss_sums(lg, ids, mask)[0].sum()},
+        transforms={"logits": lambda lg, _: token_loss_sums(lg, ids, mask)[0]},
         layer_inputs=range(first, model.n_layers),
         provenance=False,
     )
-    return cap, float(cap.logits)
+    return cap, cap.logits.detach().double().cpu().reshape(-1)
 
 
 def _sweep_layer(
@@ -239,8 +298,9 @@ def _sweep_layer(
     layer: int,
     copies: list[tuple[int, str]],
     sink: int,
-) -> list[float]:
-    """Loss sums of ``copies`` (head, mode) ablated at ``layer``, in one batched tail run."""
+) -> torch.Tensor:
+    """Per-row loss sums ``[len(copies), batch]`` of ``copies`` (head, mode) ablated at
+    ``layer``, in one batched tail run."""
     tokens = clean.tokens
     b = tokens.shape[0]
     n = len(copies)
@@ -250,7 +310,7 @@ def _sweep_layer(
     sums = run_from(
         model, clean, layer, variants, head=lambda x: _unembed_loss_sums(model, x, ids, mask)
     )
-    return sums.reshape(n, b).sum(1).tolist()
+    return sums.detach().double().cpu().reshape(n, b)
 
 
 def ablation_sweep(
@@ -264,7 +324,8 @@ def ablation_sweep(
     batch_size: int = 4,
     max_length: int = 64,
     copies_per_pass: int | None = None,
-    progress: bool = False,
+    bootstrap: Bootstrap | None = None,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Loss change of every (layer, head, mode) ablation over ``prompts``, computed fast.
 
@@ -276,14 +337,51 @@ def ablation_sweep(
         copies_per_pass: how many (head, mode) ablations of one layer share a batched
             pass (default: all of them). Lower it for big models: a pass holds
             ``copies * batch`` sequences.
+        bootstrap: document resampling for the intervals (default 1000 resamples, seed 0).
 
     Returns:
         One row per (layer, head, mode): ``loss``, ``clean_loss``, ``delta_loss`` (nats per
-        token) and ``tokens`` (the number of predicted tokens).
+        token), ``tokens`` (the number of predicted tokens), ``docs``, and the document
+        bootstrap's ``delta_low`` / ``delta_high`` (95%) and ``delta_low_c`` /
+        ``delta_high_c`` (Bonferroni-corrected over the table's rows).
 
     Raises:
         EmptyDomainError: no prompt, or none with a token to predict.
         HeadIndexError, LayerIndexError: a head or layer the model does not have.
+    """
+    docs = sweep_documents(
+        model,
+        prompts,
+        modes=modes,
+        layers=layers,
+        heads=heads,
+        sink=sink,
+        batch_size=batch_size,
+        max_length=max_length,
+        copies_per_pass=copies_per_pass,
+        progress=progress,
+    )
+    return docs.table(bootstrap or Bootstrap())
+
+
+def sweep_documents(
+    model: WorkbenchModel,
+    prompts: Sequence[str] | Tokens,
+    *,
+    modes: Sequence[str] = MODES,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    sink: Sink = "auto",
+    batch_size: int = 4,
+    max_length: int = 64,
+    copies_per_pass: int | None = None,
+    progress: bool = True,
+) -> SweepDocs:
+    """The fast sweep's per-document loss sums (what :func:`ablation_sweep` tabulates).
+
+    Example:
+        >>> docs = sweep_documents(model, texts, layers=[3], modes=["zero"])
+        >>> docs.ablated.shape          # [heads, documents]
     """
     modes = _check_modes(modes)
     layer_ids, head_ids = _layer_list(model, layers), _head_list(model, heads)
@@ -292,28 +390,29 @@ def ablation_sweep(
     step = copies_per_pass or len(copies)
     if step < 1:
         raise ExtremeTokenError(f"copies_per_pass must be at least 1, got {copies_per_pass}.")
-    sums: dict[tuple[int, int, str], float] = {}
-    clean_sum, count = 0.0, 0
+    per_doc: dict[tuple[int, int, str], list[torch.Tensor]] = {}
+    clean_rows: list[torch.Tensor] = []
+    counts: list[torch.Tensor] = []
     bar = tqdm(total=len(batches) * len(layer_ids), desc="ablation sweep", disable=not progress)
     for tokens in batches:
         p = _common_sink(model, tokens, sink, modes)
         clean, clean_loss = _clean_pass(model, tokens, layer_ids[0])
-        clean_sum += clean_loss
-        count += int((tokens.attention_mask[:, 1:] * tokens.attention_mask[:, :-1]).sum())
+        clean_rows.append(clean_loss)
+        counts.append(_predicted(tokens))
         for layer in layer_ids:
             for j in range(0, len(copies), step):
                 group = copies[j : j + step]
-                losses = _sweep_layer(model, clean, layer, group, p)
+                losses = _sweep_layer(model, clean, layer, group, p)  # [copies, batch]
                 for (h, m), v in zip(group, losses, strict=True):
-                    sums[(layer, h, m)] = sums.get((layer, h, m), 0.0) + v
+                    per_doc.setdefault((layer, h, m), []).append(v)
             bar.update(1)
         del clean
     bar.close()
-    return _table(sums, clean_sum, count)
+    return _collect(per_doc, clean_rows, counts)
 
 
 # -- active or dormant, per domain -----------------------------------------------------------
-STATES = ("active", "dormant", "quiet")
+STATES = ("active", "dormant", "quiet", "uncertain")
 
 
 def classify_heads(
@@ -323,13 +422,33 @@ def classify_heads(
     effect_threshold: float = 0.01,
     effect: str = "delta_zero",
 ) -> pd.Series:
-    """``"active"``, ``"dormant"`` or ``"quiet"`` per row of an :class:`ActiveDormant` table.
+    """``"active"``, ``"dormant"``, ``"quiet"`` or ``"uncertain"`` per row of a table.
 
-    - active: ablating the head changes the loss by at least ``effect_threshold`` nats;
+    - active: ablating the head changes the loss by more than ``effect_threshold`` nats;
     - dormant: it does not, and the head puts more than ``sink_threshold`` of its
       attention on the sink;
     - quiet: neither (little effect, attention spread elsewhere).
+
+    When the table carries corrected intervals (``<effect>_low_c`` / ``_high_c`` and
+    ``sink_mass_low_c`` / ``_high_c``, as :func:`active_dormant` gives), each condition
+    must hold for the whole interval: a state is given only where the intervals clear
+    the cut-offs, else the head is ``"uncertain"``. Without them, point values decide.
+
+    Example:
+        >>> classify_heads(ad.table).value_counts()
     """
+    lo_c, hi_c = f"{effect}_low_c", f"{effect}_high_c"
+    if {lo_c, hi_c, "sink_mass_low_c", "sink_mass_high_c"} <= set(table.columns):
+        lo, hi = table[lo_c], table[hi_c]
+        big = (lo > effect_threshold) | (hi < -effect_threshold)
+        small = (lo > -effect_threshold) & (hi < effect_threshold)
+        sunk = table["sink_mass_low_c"] > sink_threshold
+        spread = table["sink_mass_high_c"] < sink_threshold
+        state = pd.Series("uncertain", index=table.index)
+        state[small & spread] = "quiet"
+        state[small & sunk] = "dormant"
+        state[big] = "active"
+        return state
     big = table[effect].abs() >= effect_threshold
     sunk = table["sink_mass"] > sink_threshold
     state = pd.Series("quiet", index=table.index)
@@ -340,21 +459,28 @@ def classify_heads(
 
 @dataclass
 class ActiveDormant:
-    """Sink mass and ablation effects of every head on every domain.
+    """Sink mass and ablation effects of every head on every domain, with intervals.
 
     Attributes:
         table: one row per (domain, layer, head): ``sink_mass``, ``top1_is_sink``,
             ``sink_logit``, ``delta_zero`` and ``delta_sink`` (loss change in nats per
-            token when zeroed / when its attention moves to the sink), ``clean_loss`` and
-            ``state`` (see :func:`classify_heads`).
+            token when zeroed / when its attention moves to the sink), ``clean_loss``,
+            ``docs`` and ``state`` (see :func:`classify_heads`). Each of ``sink_mass``,
+            ``delta_zero`` and ``delta_sink`` has ``_low`` / ``_high`` (95% document
+            bootstrap) and ``_low_c`` / ``_high_c`` (Bonferroni-corrected over
+            ``n_tests`` intervals: two per head and domain), which decide ``state``.
         scans: the :class:`ExtremeTokenScan` of each domain.
         sink: the sink rule in words.
+        n_tests: the number of intervals the correction accounts for.
     """
 
     table: pd.DataFrame
     scans: dict[str, Any]
     sink: str
     provenance: Provenance
+    n_tests: int = 1
+    sink_threshold: float = 0.5
+    effect_threshold: float = 0.01
 
     @property
     def domains(self) -> list[str]:
@@ -370,7 +496,7 @@ class ActiveDormant:
         """The ``n`` heads whose behaviour differs most between the first two domains.
 
         ``active_dormant_only`` keeps the heads that are dormant on one domain and active
-        on the other.
+        on the other (both states backed by their corrected intervals).
         """
         c = domain_contrast(self.table, self.domains[:2])
         if active_dormant_only:
@@ -384,6 +510,59 @@ class ActiveDormant:
             best = self.most_domain_specific(1)
         return int(best.loc[0, "layer"]), int(best.loc[0, "head"])
 
+    def sample_warning(self) -> str:
+        """A sentence when a domain has too few documents for its intervals, else ``""``."""
+        n = int(self.table["docs"].min()) if "docs" in self.table else 0
+        return too_few_documents(n, "the smallest domain's ablation sweep")
+
+    def describe_head(self, layer: int, head: int) -> str:
+        """One line per domain: the head's state, sink mass and effect with their intervals.
+
+        Example:
+            >>> print(ad.describe_head(15, 3))
+            L15H3 on code: active; sink mass 0.57 [0.49, 0.64]; zeroing it +0.043 [...] nats
+        """
+        rows = self.table[(self.table["layer"] == layer) & (self.table["head"] == head)]
+        if not len(rows):
+            raise ExtremeTokenError(
+                f"L{layer}H{head} was not swept; swept layers: "
+                f"{sorted(set(self.table['layer']))}. Pass layers=[{layer}] to active_dormant."
+            )
+        return "\n".join(
+            f"L{layer}H{head} on {r['domain']}: {r['state']}; sink mass {r['sink_mass']:.2f} "
+            f"[{r['sink_mass_low']:.2f}, {r['sink_mass_high']:.2f}]; zeroing it "
+            f"{r['delta_zero']:+.3f} [{r['delta_zero_low']:+.3f}, {r['delta_zero_high']:+.3f}] "
+            f"nats per token ({int(r['docs'])} documents)"
+            for _, r in rows.iterrows()
+        )
+
+    def findings(self) -> str:
+        """What the corrected intervals support, in sentences computed from this result."""
+        t = self.table
+        lines = []
+        for d in self.domains:
+            c = t[t["domain"] == d]["state"].value_counts()
+            lines.append(f"{d}: " + ", ".join(f"{int(c.get(k, 0))} {k}" for k in STATES) + " heads")
+        ad = self.most_domain_specific(len(t), active_dormant_only=True)
+        if len(ad):
+            heads = ", ".join(
+                f"L{int(r['layer'])}H{int(r['head'])} (dormant on {r['dormant_in']})"
+                for _, r in ad.head(5).iterrows()
+            )
+            lines.append(
+                f"{len(ad)} heads are dormant on one domain and active on the other: {heads}."
+            )
+        else:
+            lines.append(
+                "No head is both dormant on one domain and active on the other with intervals "
+                "that clear the cut-offs (corrected for "
+                f"{self.n_tests} intervals): no active-dormant claim is supported."
+            )
+        warn = self.sample_warning()
+        if warn:
+            lines.append(warn)
+        return "\n".join(lines)
+
 
 def domain_contrast(table: pd.DataFrame, domains: Sequence[str] | None = None) -> pd.DataFrame:
     """Per head, how differently it behaves on two domains, most different first.
@@ -392,23 +571,39 @@ def domain_contrast(table: pd.DataFrame, domains: Sequence[str] | None = None) -
     95th percentile of ``|delta_zero|`` over the table: both terms lie in [0, 1], so a
     head can stand out by where it looks or by what it does, and one head with a huge
     effect does not flatten the scale for all the others. ``switches`` is True when its
-    state (active / dormant / quiet) differs between the domains; ``dormant_in`` names the
-    domain where it is dormant while active on the other (the paper's active-dormant
-    head), else is empty.
+    state (active / dormant / quiet / uncertain) differs between the domains;
+    ``dormant_in`` names the domain where it is dormant while active on the other (the
+    paper's active-dormant head), else is empty. Numeric columns are float; interval
+    columns (``<metric>_low_<domain>`` ...) come along when the table has them.
     """
     domains = list(domains or dict.fromkeys(table["domain"]))
     if len(domains) != 2:
         raise ExtremeTokenError(f"domain_contrast needs exactly two domains, got {domains}.")
     a, b = domains
-    cols = ["sink_mass", "delta_zero", "delta_sink", "state"]
-    wide = table.pivot(index=["layer", "head"], columns="domain", values=cols)
+    numeric = [
+        c
+        for c in (
+            "sink_mass",
+            "sink_mass_low",
+            "sink_mass_high",
+            "delta_zero",
+            "delta_zero_low",
+            "delta_zero_high",
+            "delta_sink",
+        )
+        if c in table.columns
+    ]
+    wide = table.pivot(index=["layer", "head"], columns="domain", values=numeric).astype(float)
+    states = table.pivot(index=["layer", "head"], columns="domain", values="state")
     out = pd.DataFrame(index=wide.index)
-    for c in cols:
+    for c in numeric:
         out[f"{c}_{a}"] = wide[(c, a)]
         out[f"{c}_{b}"] = wide[(c, b)]
+    out[f"state_{a}"] = states[a].astype(str)
+    out[f"state_{b}"] = states[b].astype(str)
     out[f"d_sink_mass ({a}-{b})"] = out[f"sink_mass_{a}"] - out[f"sink_mass_{b}"]
     out[f"d_delta_zero ({a}-{b})"] = out[f"delta_zero_{a}"] - out[f"delta_zero_{b}"]
-    scale = float(table["delta_zero"].abs().quantile(0.95)) or 1.0
+    scale = float(table["delta_zero"].astype(float).abs().quantile(0.95)) or 1.0
     out["specificity"] = out[f"d_sink_mass ({a}-{b})"].abs() + (
         out[f"d_delta_zero ({a}-{b})"].abs() / scale
     ).clip(upper=1.0)
@@ -418,6 +613,22 @@ def domain_contrast(table: pd.DataFrame, domains: Sequence[str] | None = None) -
     out.loc[(sa == "dormant") & (sb == "active"), "dormant_in"] = a
     out.loc[(sb == "dormant") & (sa == "active"), "dormant_in"] = b
     return out.sort_values("specificity", ascending=False).reset_index()
+
+
+def _check_domains(domains: Mapping[str, Sequence[str]]) -> None:
+    if not domains:
+        raise EmptyDomainError(
+            "No domains were given; pass a mapping from domain name to documents, e.g. "
+            "{'code': load_corpus('code', max_docs=8), 'prose': load_corpus('prose', max_docs=8)}."
+        )
+    for name, docs in domains.items():
+        if isinstance(docs, str) or len(docs) == 0:
+            what = "a single string, not a list of documents" if isinstance(docs, str) else "empty"
+            raise EmptyDomainError(
+                f"The {name!r} domain corpus is {what}. Give it at least one document: a list "
+                "of strings, or workbench.data.load_corpus(spec, max_docs=8) where spec is a "
+                "built-in name ('code', 'prose'), a .txt/.jsonl/.json file, a folder or a hub id."
+            )
 
 
 def active_dormant(
@@ -431,34 +642,42 @@ def active_dormant(
     copies_per_pass: int | None = None,
     sink_threshold: float = 0.5,
     effect_threshold: float = 0.01,
-    progress: bool = False,
+    bootstrap: Bootstrap | None = None,
+    progress: bool = True,
 ) -> ActiveDormant:
     """Sink mass (scan) and ablation effects (fast sweep, zero and sink) per head and domain.
 
+    Both come from the same documents; each document's sums are kept, so the intervals
+    (document bootstrap, ``bootstrap``) cost no extra model run. States are given only
+    where the Bonferroni-corrected intervals clear the cut-offs (see
+    :func:`classify_heads`).
+
     Example:
-        >>> ad = active_dormant(model, {"code": load_corpus("code", max_docs=4),
-        ...                             "prose": load_corpus("prose", max_docs=4)})
-        >>> ad.most_domain_specific(5)
+        >>> ad = active_dormant(model, {"code": load_corpus("code", max_docs=8),
+        ...                             "prose": load_corpus("prose", max_docs=8)})
+        >>> print(ad.findings())
 
     Raises:
         EmptyDomainError: a domain without documents.
     """
-    if not domains:
-        raise EmptyDomainError("No domains were given; pass e.g. {'code': [...], 'prose': [...]}.")
-    for name, docs in domains.items():
-        if isinstance(docs, str) or len(docs) == 0:
-            what = "a single string, not a list of documents" if isinstance(docs, str) else "empty"
-            raise EmptyDomainError(
-                f"The {name!r} domain corpus is {what}. Give it at least one document, e.g. "
-                f"load_corpus({name!r}, max_docs=8)."
-            )
+    _check_domains(domains)
+    boot = bootstrap or Bootstrap()
     layer_ids = _layer_list(model, layers)
-    frames, scans = [], {}
+    found = {}
     for name, docs in domains.items():
+        if progress:
+            tqdm.write(f"active_dormant: domain {name!r} ({len(docs)} documents)")
         scan = scan_extreme_tokens(
-            model, docs, sink=sink, batch_size=batch_size, max_length=max_length
+            model,
+            docs,
+            sink=sink,
+            batch_size=batch_size,
+            max_length=max_length,
+            bootstrap=boot,
+            sink_threshold=sink_threshold,
+            progress=progress,
         )
-        sweep = ablation_sweep(
+        sweep = sweep_documents(
             model,
             docs,
             layers=layer_ids,
@@ -468,14 +687,42 @@ def active_dormant(
             copies_per_pass=copies_per_pass,
             progress=progress,
         )
-        wide = sweep.pivot(index=["layer", "head"], columns="mode", values="delta_loss")
-        wide.columns = [f"delta_{m}" for m in wide.columns]
-        heads = scan.heads[["layer", "head", "sink_mass", "top1_is_sink", "sink_logit"]]
-        df = heads.merge(wide.reset_index(), on=["layer", "head"])
-        df.insert(0, "domain", name)
-        df["clean_loss"] = float(sweep["clean_loss"].iloc[0])
+        found[name] = (scan, sweep)
+    n_heads = model.n_heads
+    n_tests = 2 * len(domains) * len(layer_ids) * n_heads
+    frames = []
+    for name, (scan, sweep) in found.items():
+        mass_docs = scan.per_doc["sink_mass"][:, layer_ids, :].reshape(sweep.n_docs, -1)
+        df = pd.DataFrame(
+            {
+                "domain": name,
+                "layer": np.repeat(layer_ids, n_heads),
+                "head": np.tile(np.arange(n_heads), len(layer_ids)),
+            }
+        )
+        est, _, iv = boot.ratio(mass_docs, scan.per_doc["sink_queries"], m=n_tests)
+        df["sink_mass"] = est
+        for k in ("low", "high", "low_c", "high_c"):
+            df[f"sink_mass_{k}"] = iv[k]
+        heads = scan.heads.set_index(["layer", "head"])
+        idx = pd.MultiIndex.from_arrays([df["layer"], df["head"]])
+        df["top1_is_sink"] = heads["top1_is_sink"].reindex(idx).to_numpy()
+        df["sink_logit"] = heads["sink_logit"].reindex(idx).to_numpy()
+        deltas = sweep.deltas()  # [docs, keys]
+        for mode in MODES:
+            cols = [
+                sweep.keys.index((l, h, mode)) if (l, h, mode) in sweep.keys else -1
+                for l, h in zip(df["layer"], df["head"], strict=True)
+            ]
+            if -1 in cols:
+                continue
+            est, _, iv = boot.ratio(deltas[:, cols], sweep.counts, m=n_tests)
+            df[f"delta_{mode}"] = est
+            for k in ("low", "high", "low_c", "high_c"):
+                df[f"delta_{mode}_{k}"] = iv[k]
+        df["clean_loss"] = float(sweep.clean.sum() / sweep.counts.sum())
+        df["docs"] = sweep.n_docs
         frames.append(df)
-        scans[name] = scan
     table = pd.concat(frames, ignore_index=True)
     table["state"] = classify_heads(
         table, sink_threshold=sink_threshold, effect_threshold=effect_threshold
@@ -490,5 +737,15 @@ def active_dormant(
         batch_size=batch_size,
         max_length=max_length,
         layers=layer_ids,
+        bootstrap={"n_boot": boot.n_boot, "alpha": boot.alpha, "seed": boot.seed},
     )
-    return ActiveDormant(table, scans, describe_sink(model, sink), prov)
+    scans = {k: v[0] for k, v in found.items()}
+    return ActiveDormant(
+        table,
+        scans,
+        describe_sink(model, sink),
+        prov,
+        n_tests=n_tests,
+        sink_threshold=sink_threshold,
+        effect_threshold=effect_threshold,
+    )

@@ -35,12 +35,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from workbench.analysis.extreme_tokens.errors import ExtremeTokenError
 from workbench.analysis.extreme_tokens.sink import Sink, describe_sink, resolve_sink
+from workbench.analysis.uncertainty import (
+    Bootstrap,
+    label,
+    percentile_interval,
+    ratio_draws,
+    too_few_documents,
+)
 from workbench.models.model import Tokens, WorkbenchModel
 from workbench.storage import content_key
 from workbench.tracing.capture import capture
@@ -56,7 +64,9 @@ __all__ = [
     "out_proj_per_head",
     "prompt_profile",
     "norm_stat_sums",
+    "PER_DOC",
     "resid_norm_sums",
+    "scan_intervals",
     "resid_table",
     "scan_extreme_tokens",
     "sink_logit_sums",
@@ -103,7 +113,7 @@ def _at(x: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
 
 
 def key_mass_sums(
-    probs: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor
+    probs: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor, *, per_prompt: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention mass summed over the real queries, per key.
 
@@ -114,15 +124,23 @@ def key_mass_sums(
 
     Returns:
         ``per_key`` ``[heads, seq]``: summed over prompts and real queries, and
-        ``at_sink`` ``[heads]``: the same at each prompt's own sink position.
+        ``at_sink`` ``[heads]``: the same at each prompt's own sink position
+        (``[batch, heads]``, one row per prompt, with ``per_prompt``).
     """
     m = mask.to(probs.device, torch.float32)
     per_key = torch.einsum("bhqk,bq->bhk", probs.float(), m) * m[:, None, :]  # [b, h, k]
-    return per_key.sum(0), _at(per_key, sink).sum(0)
+    at_sink = _at(per_key, sink)  # [b, h]
+    return per_key.sum(0), at_sink if per_prompt else at_sink.sum(0)
 
 
 def sink_logit_sums(
-    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor,
+    sink: torch.Tensor,
+    scale: float,
+    *,
+    per_prompt: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sink logit summed over the queries that see the sink and at least one other key.
 
@@ -132,7 +150,8 @@ def sink_logit_sums(
         mask, sink: as in :func:`key_mass_sums`.
 
     Returns:
-        ``sums`` ``[heads]`` and ``count`` (a scalar tensor: queries counted).
+        ``sums`` ``[heads]`` and ``count`` (a scalar tensor: queries counted); with
+        ``per_prompt``, ``[batch, heads]`` and ``[batch]``.
 
     The mean over the other keys uses a running sum of the keys, so the cost is linear in
     the sequence length: ``mean_{j<=q, j!=p} q.k_j = q.(K_q - [q>=p] k_p) / (q + 1 - [q>=p])``
@@ -152,6 +171,8 @@ def sink_logit_sums(
     valid = mask.to(q.device).bool() & sees & (n_other > 0)
     other_mean = (s_all - s_sink * sees[:, None]) / n_other.clamp(min=1)[:, None]
     diff = (s_sink - other_mean) * valid[:, None]
+    if per_prompt:
+        return diff.sum(2), valid.sum(1)
     return diff.sum((0, 2)), valid.sum()
 
 
@@ -172,12 +193,19 @@ def value_norms(v: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
 
 
 def value_norm_sums(
-    v: torch.Tensor, gram: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor
+    v: torch.Tensor,
+    gram: torch.Tensor,
+    mask: torch.Tensor,
+    sink: torch.Tensor,
+    *,
+    per_prompt: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``||v W_O^h||`` summed at the sink (``[heads]``) and over the other real tokens."""
+    """``||v W_O^h||`` summed at the sink (``[heads]``) and over the other real tokens
+    (``[batch, heads]`` each with ``per_prompt``)."""
     norms = value_norms(v, gram)  # [b, h, s]
     other = _others(mask, sink).to(norms.device)
-    return _at(norms, sink).sum(0), (norms * other[:, None]).sum((0, 2))
+    at, rest = _at(norms, sink), (norms * other[:, None]).sum(2)  # [b, h] each
+    return (at, rest) if per_prompt else (at.sum(0), rest.sum(0))
 
 
 def _others(mask: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
@@ -187,20 +215,25 @@ def _others(mask: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
     return other
 
 
-def resid_norm_sums(resid: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
+def resid_norm_sums(
+    resid: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor, *, per_prompt: bool = False
+) -> torch.Tensor:
     """Residual norms of one layer (``resid`` ``[batch, seq, d_model]``), summed over prompts.
 
     See :func:`norm_stat_sums` for the five columns.
     """
-    return norm_stat_sums(resid.float().norm(dim=-1), mask, sink)
+    return norm_stat_sums(resid.float().norm(dim=-1), mask, sink, per_prompt=per_prompt)
 
 
-def norm_stat_sums(norms: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
+def norm_stat_sums(
+    norms: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor, *, per_prompt: bool = False
+) -> torch.Tensor:
     """From per-token norms ``[batch, seq]``, sums over prompts ``[5]`` of: the sink norm,
     the median, mean and max norm of the prompt's other real tokens, and the number of
     prompts that have other tokens.
 
     Prompts whose only real token is the sink add to the sink norm but to no other column.
+    With ``per_prompt`` the result is ``[batch, 5]``, one row per prompt.
     """
     sink = sink.to(norms.device)
     other = _others(mask, sink).to(norms.device)
@@ -210,15 +243,17 @@ def norm_stat_sums(norms: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor) 
     mean = (norms * other).sum(1) / other.sum(1).clamp(min=1)
     top = norms.masked_fill(~other, float("-inf")).max(1).values
     z = torch.zeros_like(sink_n)
-    return torch.stack(
+    rows = torch.stack(
         [
-            sink_n.sum(),
-            torch.where(has, med, z).sum(),
-            torch.where(has, mean, z).sum(),
-            torch.where(has, top, z).sum(),
-            has.sum().to(norms.dtype),
-        ]
-    )
+            sink_n,
+            torch.where(has, med, z),
+            torch.where(has, mean, z),
+            torch.where(has, top, z),
+            has.to(norms.dtype),
+        ],
+        1,
+    )  # [b, 5]
+    return rows if per_prompt else rows.sum(0)
 
 
 # -- the scan --------------------------------------------------------------------------------
@@ -236,6 +271,15 @@ class ExtremeTokenScan:
             the queries that see it (NaN where none does).
         key_queries: ``[positions]`` how many queries saw each key position.
         sink: the sink rule in words.
+        per_doc: the per-prompt sums behind every number (see :data:`PER_DOC`), which
+            the document bootstrap resamples.
+
+    Intervals (document bootstrap, see :mod:`workbench.analysis.uncertainty`): ``heads``
+    has ``<metric>_low`` / ``<metric>_high`` (95% percentile) for ``sink_mass``,
+    ``sink_logit`` and ``value_norm_ratio``, and ``sink_head``: ``"sink"`` where the sink
+    mass's Bonferroni-corrected interval (over all heads) lies above ``sink_threshold``,
+    ``"not sink"`` where it lies below, else ``"uncertain"``. ``residual`` has
+    ``ratio_low`` / ``ratio_high``.
     """
 
     heads: pd.DataFrame
@@ -246,6 +290,8 @@ class ExtremeTokenScan:
     n_prompts: int
     n_tokens: int
     provenance: Provenance
+    per_doc: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    sink_threshold: float = 0.5
 
     def sink_share(self, threshold: float = 0.5) -> float:
         """Share of heads whose sink mass exceeds ``threshold``."""
@@ -271,7 +317,36 @@ class ExtremeTokenScan:
             "peak_layer": peak,
             "peak_resid_ratio": float(r.loc[r["layer"] == peak, "ratio"].iloc[0]),
             "last_layer_resid_ratio": float(r["ratio"].iloc[-1]),
+            **self.interval_summary(),
         }
+
+    def interval_summary(self) -> dict[str, Any]:
+        """Sink-head counts the corrected intervals support, the peak's interval, a warning."""
+        if "sink_head" not in self.heads:
+            return {}
+        r = self.residual
+        peak = r.loc[r["layer"] == self.peak_layer()].iloc[0]
+        counts = self.heads["sink_head"].value_counts()
+        return {
+            f"sink heads (interval > {self.sink_threshold})": int(counts.get("sink", 0)),
+            f"not sink heads (interval < {self.sink_threshold})": int(counts.get("not sink", 0)),
+            "uncertain heads": int(counts.get("uncertain", 0)),
+            "peak_resid_ratio 95% interval": f"{peak['ratio_low']:.0f}-{peak['ratio_high']:.0f}",
+            "sample warning": too_few_documents(self.n_prompts, "this scan") or "none",
+        }
+
+
+# Per-document sums a scan keeps, with their shapes (n = prompts, L = layers, H = heads).
+PER_DOC = {
+    "sink_mass": "[n, L, H] attention on the sink summed over the prompt's queries",
+    "sink_queries": "[n] queries that see the sink",
+    "logit": "[n, L, H] sink logit summed over the counted queries",
+    "logit_queries": "[n, L] queries counted for the sink logit",
+    "v_sink": "[n, L, H] ||v W_O|| at the sink",
+    "v_other": "[n, L, H] ||v W_O|| summed over the other real tokens",
+    "n_other": "[n] real tokens other than the sink",
+    "resid": "[n, L, 5] sink, median, mean, max norm of the others, has-others flag",
+}
 
 
 @dataclass
@@ -292,6 +367,8 @@ class _Sums:
     resid: torch.Tensor = field(init=False)  # [L, 5]
     n_prompts: int = 0
     n_tokens: int = 0
+    # per-prompt sums for the document bootstrap (each list grows by [b, ...] per batch)
+    per_doc: dict[str, list[torch.Tensor]] = field(init=False)
 
     def __post_init__(self) -> None:
         L, H = self.n_layers, self.n_heads
@@ -301,6 +378,7 @@ class _Sums:
             setattr(self, name, torch.zeros(L, H, dtype=torch.float64))
         self.logit_queries = torch.zeros(L, dtype=torch.float64)
         self.resid = torch.zeros(L, 5, dtype=torch.float64)
+        self.per_doc = {k: [] for k in PER_DOC}
 
     def _grow(self, s: int) -> None:
         have = self.key_queries.shape[0]
@@ -312,23 +390,46 @@ class _Sums:
             self.key_queries = torch.cat([self.key_queries, self.key_queries.new_zeros(pad)])
 
     def add(self, per_layer: list[tuple[torch.Tensor, ...]], tokens: Tokens, sink: torch.Tensor):
+        """Fold one batch: ``per_layer[l]`` holds layer ``l``'s per-prompt reductions."""
         lengths = torch.tensor(tokens.lengths, dtype=torch.float64)
         s = tokens.shape[1]
         self._grow(s)
         pos = torch.arange(s, dtype=torch.float64)
         self.key_queries[:s] += (lengths[:, None] - pos[None, :]).clamp(min=0).sum(0)
-        self.sink_queries += int((lengths - sink.cpu().double()).sum())
+        sink_q = lengths - sink.cpu().double()  # [b]
+        self.sink_queries += int(sink_q.sum())
         self.n_other += int(lengths.sum()) - len(lengths)
         self.n_prompts += len(lengths)
         self.n_tokens += int(lengths.sum())
-        for i, (mass, at_sink, logit, n_logit, v_sink, v_other, resid) in enumerate(per_layer):
-            self.key_mass[i, :, :s] += mass.cpu().double()
-            self.sink_mass[i] += at_sink.cpu().double()
-            self.logit[i] += logit.cpu().double()
-            self.logit_queries[i] += float(n_logit)
-            self.v_sink[i] += v_sink.cpu().double()
-            self.v_other[i] += v_other.cpu().double()
-            self.resid[i] += resid.cpu().double()
+        cols = list(zip(*per_layer, strict=True))  # 7 tuples of L tensors
+        mass = cols[0]
+        at_sink, logit, n_logit, v_sink, v_other, resid = (
+            torch.stack([t.cpu().double() for t in c], 1) for c in cols[1:]
+        )  # [b, L, H] (n_logit: [b, L]; resid: [b, L, 5])
+        for i, m in enumerate(mass):
+            self.key_mass[i, :, :s] += m.cpu().double()
+        self.sink_mass += at_sink.sum(0)
+        self.logit += logit.sum(0)
+        self.logit_queries += n_logit.sum(0)
+        self.v_sink += v_sink.sum(0)
+        self.v_other += v_other.sum(0)
+        self.resid += resid.sum(0)
+        new = {
+            "sink_mass": at_sink,
+            "sink_queries": sink_q,
+            "logit": logit,
+            "logit_queries": n_logit,
+            "v_sink": v_sink,
+            "v_other": v_other,
+            "n_other": lengths - 1,
+            "resid": resid,
+        }
+        for k, v in new.items():
+            self.per_doc[k].append(v)
+
+    def documents(self) -> dict[str, np.ndarray]:
+        """The per-prompt sums, one row per prompt (see :data:`PER_DOC`)."""
+        return {k: torch.cat(v).numpy() for k, v in self.per_doc.items()}
 
 
 def _head_table(acc: _Sums, sink_positions: set[int], min_queries: int) -> pd.DataFrame:
@@ -365,6 +466,53 @@ def _head_table(acc: _Sums, sink_positions: set[int], min_queries: int) -> pd.Da
                 }
             )
     return pd.DataFrame(rows)
+
+
+def scan_intervals(
+    docs: dict[str, np.ndarray],
+    boot: Bootstrap,
+    *,
+    sink_threshold: float = 0.5,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Document-bootstrap intervals of the head metrics and the residual ratio.
+
+    Args:
+        docs: per-prompt sums (:data:`PER_DOC`), ``n`` prompts.
+        boot: resamples, level, family-wise alpha and seed.
+        sink_threshold: the sink-mass cut-off of the ``sink_head`` label.
+
+    Returns:
+        ``heads`` (one row per (layer, head), layer-major, as in ``scan.heads``) and
+        ``residual`` (one row per layer) frames of interval columns.
+    """
+    n, L, H = docs["sink_mass"].shape
+    w = boot.weights(n)
+    mass, mass_draws, iv = boot.ratio(docs["sink_mass"], docs["sink_queries"], m=L * H)
+    _, logit_draws, _ = boot.ratio(docs["logit"], docs["logit_queries"])
+    v_draws = ratio_draws(docs["v_sink"], np.ones(n), w) / ratio_draws(
+        docs["v_other"], docs["n_other"], w
+    )
+    heads = {
+        "sink_mass_low": iv["low"],
+        "sink_mass_high": iv["high"],
+        "sink_mass_low_c": iv["low_c"],
+        "sink_mass_high_c": iv["high_c"],
+    }
+    for name, draws in (("sink_logit", logit_draws), ("value_norm_ratio", v_draws)):
+        lo, hi = percentile_interval(draws, boot.level)
+        heads[f"{name}_low"], heads[f"{name}_high"] = lo, hi
+    frame = pd.DataFrame({k: np.asarray(v).reshape(-1) for k, v in heads.items()})
+    frame["sink_head"] = label(
+        frame["sink_mass_low_c"],
+        frame["sink_mass_high_c"],
+        sink_threshold,
+        above="sink",
+        below="not sink",
+    )
+    res = docs["resid"]  # [n, L, 5]
+    r_draws = ratio_draws(res[..., 0], np.ones(n), w) / ratio_draws(res[..., 1], res[..., 4], w)
+    lo, hi = percentile_interval(r_draws, boot.level)
+    return frame, pd.DataFrame({"ratio_low": lo, "ratio_high": hi})
 
 
 def resid_table(sums: torch.Tensor, n_prompts: int) -> pd.DataFrame:
@@ -418,10 +566,12 @@ def _scan_batch(
     scales = [model.attention_scale(i) for i in range(model.n_layers)]
 
     def reduce(t: dict[str, torch.Tensor], i: int) -> tuple[torch.Tensor, ...]:
-        logit, n_logit = sink_logit_sums(t["queries"], t["keys"], mask, sink, scales[i])
-        v_sink, v_other = value_norm_sums(t["values"], grams[i], mask, sink)
-        mass, at_sink = key_mass_sums(t["attn_probs"], mask, sink)
-        resid = resid_norm_sums(t["resid_post"], mask, sink)
+        logit, n_logit = sink_logit_sums(
+            t["queries"], t["keys"], mask, sink, scales[i], per_prompt=True
+        )
+        v_sink, v_other = value_norm_sums(t["values"], grams[i], mask, sink, per_prompt=True)
+        mass, at_sink = key_mass_sums(t["attn_probs"], mask, sink, per_prompt=True)
+        resid = resid_norm_sums(t["resid_post"], mask, sink, per_prompt=True)
         return mass, at_sink, logit, n_logit, v_sink, v_other, resid
 
     cap = capture(
@@ -448,7 +598,9 @@ def scan_extreme_tokens(
     batch_size: int = 8,
     max_length: int = 128,
     min_queries: int = 1,
-    progress: bool = False,
+    bootstrap: Bootstrap | None = None,
+    sink_threshold: float = 0.5,
+    progress: bool = True,
 ) -> ExtremeTokenScan:
     """Scan every layer and head for the extreme-token metrics over ``prompts``.
 
@@ -460,6 +612,9 @@ def scan_extreme_tokens(
         min_queries: key positions seen by fewer queries are not ranked as top keys
             (the last positions of a batch are seen by few queries, so their average is
             noisy).
+        bootstrap: document resampling for the intervals (default: 1000 resamples, 95%,
+            seed 0); the model runs once whatever its size.
+        sink_threshold: the sink-mass cut-off of the ``sink_head`` label.
 
     Raises:
         SinkPositionError: the sink lies beyond a prompt.
@@ -486,15 +641,23 @@ def scan_extreme_tokens(
     )
     key_mass = (acc.key_mass / acc.key_queries.clamp(min=1)).float()
     key_mass[:, :, acc.key_queries == 0] = float("nan")
+    docs = acc.documents()
+    head_iv, resid_iv = scan_intervals(
+        docs, bootstrap or Bootstrap(), sink_threshold=sink_threshold
+    )
+    heads = pd.concat([_head_table(acc, sink_seen, min_queries), head_iv], axis=1)
+    residual = pd.concat([resid_table(acc.resid, acc.n_prompts), resid_iv], axis=1)
     return ExtremeTokenScan(
-        heads=_head_table(acc, sink_seen, min_queries),
-        residual=resid_table(acc.resid, acc.n_prompts),
+        heads=heads,
+        residual=residual,
         key_mass=key_mass,
         key_queries=acc.key_queries.float(),
         sink=describe_sink(model, sink),
         n_prompts=acc.n_prompts,
         n_tokens=acc.n_tokens,
         provenance=prov,
+        per_doc=docs,
+        sink_threshold=sink_threshold,
     )
 
 
