@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,15 @@ def run():
     return train(cfg, task=BBTask.from_prose(), progress=False)
 
 
+def _array(x):
+    """A plotly JSON array: nested lists, or a base64 typed array {"dtype", "bdata", "shape"}."""
+    if isinstance(x, dict):
+        a = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"])
+        shape = x.get("shape")
+        return a.reshape([int(n) for n in str(shape).split(",")]) if shape else a
+    return np.asarray(x)
+
+
 def _toks(run):
     toks = [run.task.decode([t]) for t in run.probe_tokens]
     trig = run.task.is_trigger()[run.probe_tokens].tolist()
@@ -61,9 +72,12 @@ def test_attention_map_figure_marks_triggers_and_summarises(run):
     toks, trig = _toks(run)
     pattern = run.snapshots[20][0]
     fig = attention_map_figure(pattern, toks, trig)
-    heat, bars = fig.data[0], fig.data[1:]
+    heat = fig.data[0]
+    bars = [t for t in fig.data if t.type == "bar"]
     np.testing.assert_allclose(np.asarray(heat.z), pattern.numpy(), rtol=1e-6)
-    assert sum("▶" in y for y in heat.y) == sum(trig)
+    marks = next(t for t in fig.data if t.name == "trigger query")
+    assert list(marks.y) == [i for i, t in enumerate(trig) if t]  # every trigger, even unlabelled
+    assert sum("▶" in q[0] for q in heat.customdata) == sum(trig)
     assert [b.name for b in bars] == ["trigger queries", "non-trigger queries"]
     with pytest.raises(ViewDataError, match="pattern must be"):
         attention_map_figure(pattern[:5, :5], toks, trig)
@@ -91,7 +105,10 @@ def test_scrubber_redraws_on_the_slider(run):
     toks, trig = _toks(run)
     view = TrainingScrubber(run.probes, run.snapshots, toks, trig, metric="attn_bos_L1")
     assert view.steps == [0, 5, 10, 15, 20]
-    np.testing.assert_allclose(np.asarray(view.figure.data[0].z), run.snapshots[0][0].numpy())
+    # it opens on the trained model (the last step), in the widget and its static copy
+    assert view.slider.value == 20
+    np.testing.assert_allclose(np.asarray(view.figure.data[0].z), run.snapshots[20][0].numpy())
+    np.testing.assert_allclose(_array(view.static().data[0].z), run.snapshots[20][0].numpy())
     view.slider.value = 15
     np.testing.assert_allclose(np.asarray(view.figure.data[0].z), run.snapshots[15][0].numpy())
     assert list(view.figure.data[2].x) == [15]

@@ -287,7 +287,7 @@ def test_attention_view_pickers_reslice_in_place():
     # a new prompt: new shape, same figure
     view.update(_attn(n=2, seed=1), ["a", "b"])
     assert view.figure.data[0] is hm and shown().shape == (2, 2)
-    assert list(view.figure.layout.xaxis.ticktext) == ["a", "b"]
+    assert list(view.figure.layout.xaxis.ticktext) == ["0 a", "1 b"]
 
 
 def test_attention_view_layer_labels_and_bad_shapes():

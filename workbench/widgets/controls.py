@@ -24,6 +24,7 @@ import ipywidgets as widgets
 import traitlets
 
 from workbench.errors import WorkbenchError
+from workbench.widgets.layout import token_label
 
 __all__ = [
     "Debouncer",
@@ -163,17 +164,23 @@ def link(
 # -- simple controls ------------------------------------------------------------------------
 
 
-class PromptBox(widgets.Text):
-    """A one-line prompt editor that reports every keystroke (pair it with :func:`link`).
+class PromptBox(widgets.Textarea):
+    """A prompt editor that reports every keystroke (pair it with :func:`link`).
+
+    A text area, so a prompt keeps its newlines (code, chat turns): it grows to the
+    prompt's line count, up to ``max_rows``.
 
     Example:
-        >>> PromptBox("The capital of France is").value
-        'The capital of France is'
+        >>> PromptBox("def f(x):\n    return x").value
+        'def f(x):\n    return x'
     """
 
-    def __init__(self, value: str = "", description: str = "prompt", **kwargs: Any):
+    def __init__(
+        self, value: str = "", description: str = "prompt", max_rows: int = 8, **kwargs: Any
+    ):
         kwargs.setdefault("layout", widgets.Layout(width="100%"))
         kwargs.setdefault("placeholder", "type a prompt")
+        kwargs.setdefault("rows", min(max_rows, max(1, str(value).count("\n") + 1)))
         super().__init__(
             value=value,
             description=description,
@@ -337,8 +344,12 @@ class TokenStrip(widgets.HTML):
 
 
 def show_token(tok: str) -> str:
-    """A token made visible: spaces as ``·``, newlines as ``⏎``, tabs as ``⇥``."""
-    return tok.replace(" ", "\u00b7").replace("\n", "\u23ce").replace("\t", "\u21e5") or "\u2205"
+    """A token made visible: spaces ``·``, newlines ``⏎``, tabs ``⇥``, no-break spaces ``⍽``.
+
+    Unlike ``repr`` it never shows a Python escape such as ``\\xa0``. For labels that must
+    also stay short, see :func:`workbench.widgets.layout.token_label`.
+    """
+    return token_label(tok, max_chars=10**9)
 
 
 def token_strip_html(

@@ -39,7 +39,16 @@ from workbench.widgets.controls import (
     PromptBox,
     head_picker,
     layer_picker,
-    show_token,
+)
+from workbench.widgets.layout import (
+    COLORBAR_PX,
+    DESIGN_WIDTH_PX,
+    colorbar,
+    log_axis,
+    panel_domains,
+    token_axis,
+    token_label,
+    wrap,
 )
 from workbench.widgets.views import TEMPLATE, View, ViewDataError, _array, _need
 
@@ -66,7 +75,17 @@ METRICS = {
 
 
 def _label(tok: str) -> str:
-    return repr(show_token(tok))[1:-1]
+    return token_label(tok, 12)
+
+
+# HeadExplorer's panels at the design width: attention map, its colorbar and the bar chart's
+# y labels in the first gap, the residual panel's y labels in the second.
+_HE_MARGIN = (70, 20)
+_HE_WIDTHS = (0.42, 0.33, 0.25)
+_HE_GAPS = (COLORBAR_PX + 60, 70)
+_HE_DOMAINS = panel_domains(_HE_WIDTHS, _HE_GAPS, margin_px=_HE_MARGIN)
+_HE_PLOT_PX = DESIGN_WIDTH_PX - sum(_HE_MARGIN)
+_CACHED_PROMPTS = 8  # HeadExplorer keeps this many prompts' profiles (domain switches)
 
 
 # -- head explorer ---------------------------------------------------------------------------
@@ -94,22 +113,23 @@ class HeadExplorer(View):
         domain: str | None = None,
         layer: int = 0,
         head: int = 0,
-        height: int = 440,
+        height: int = 500,
         wait: float = DEFAULT_WAIT_S,
     ):
         fig = make_subplots(
             rows=1,
             cols=3,
-            column_widths=[0.42, 0.33, 0.25],
-            horizontal_spacing=0.08,
             subplot_titles=("attention (query → key)", "‖v W_O‖ per token", "residual norm"),
         )
+        for i, dom in enumerate(_HE_DOMAINS, start=1):
+            fig.layout[f"xaxis{i if i > 1 else ''}"].domain = dom
+            fig.layout.annotations[i - 1].x = (dom[0] + dom[1]) / 2  # the subplot titles
         fig.add_trace(
             go.Heatmap(
                 colorscale="Viridis",
                 zmin=0,
                 zmax=1,
-                colorbar={"title": {"text": "attn"}, "x": 0.36, "len": 0.9},
+                colorbar=colorbar(_HE_DOMAINS[0][1], title="attention", margin_px=_HE_MARGIN),
                 hovertemplate="%{customdata}<extra></extra>",
             ),
             1,
@@ -126,8 +146,16 @@ class HeadExplorer(View):
         fig.update_layout(
             template=TEMPLATE,
             height=height,
-            margin={"l": 70, "r": 20, "t": 70, "b": 90},
-            legend={"orientation": "h", "y": -0.25, "x": 0.75},
+            margin={"l": _HE_MARGIN[0], "r": _HE_MARGIN[1], "t": 100, "b": 110},
+            legend={
+                "orientation": "h",
+                "x": _HE_DOMAINS[2][0],
+                "xanchor": "left",
+                "y": -0.3,
+                "yanchor": "top",
+                "font": {"size": 11},
+            },
+            title={"font": {"size": 15}},
         )
         fig.update_yaxes(autorange="reversed", row=1, col=1)
         fig.update_yaxes(type="log", title_text="‖h‖", row=1, col=3)
@@ -147,12 +175,16 @@ class HeadExplorer(View):
                 raise ViewDataError(f"Unknown domain {start!r}; known: {list(self.domains)}.")
             box = PromptBox(self.domains.get(start, "") if start else "")
             self.prompt = box
+            self._cache: dict[str, Any] = {}
+            compute = self._cached(compute)
             self.follow(box, compute, wait=wait, embed=True)
             if self.domains:
                 self.domain = widgets.ToggleButtons(
                     options=list(self.domains), value=start, description="domain"
                 )
                 self.domain.observe(self._switch_domain, names="value")
+                # a prompt typed by hand belongs to no domain: the switch shows none picked
+                box.observe(self._match_domain, names="value")
                 self.controls.insert(0, self.domain)
                 self.widget.children = (self.domain, *self.widget.children)
             if profile is None:
@@ -164,9 +196,29 @@ class HeadExplorer(View):
         self.layer.observe(lambda _: self._draw(), names="value")
         self.head.observe(lambda _: self._draw(), names="value")
 
+    def _cached(self, compute: Callable[[str], Any]) -> Callable[[str], Any]:
+        """``compute`` remembering the last few prompts, so switching back costs no pass."""
+
+        def run(text: str) -> Any:
+            if text not in self._cache:
+                if len(self._cache) >= _CACHED_PROMPTS:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[text] = compute(text)
+            return self._cache[text]
+
+        return run
+
     def _switch_domain(self, change: dict[str, Any]) -> None:
         # Setting the box's value triggers its (debounced) recompute.
-        self.prompt.value = self.domains[change["new"]]
+        if change["new"] is not None and self.prompt.value != self.domains[change["new"]]:
+            self.prompt.value = self.domains[change["new"]]
+
+    def _match_domain(self, change: dict[str, Any]) -> None:
+        if self.domain is None:
+            return
+        match = next((d for d, text in self.domains.items() if text == change["new"]), None)
+        if self.domain.value != match:
+            self.domain.value = match
 
     def update(self, profile: Any, *, layer: int | None = None, head: int | None = None) -> None:
         """Show a new prompt profile (in place)."""
@@ -214,8 +266,12 @@ class HeadExplorer(View):
         a = self.attn[layer, head]
         z = [[float(a[q, k]) if k <= q else None for k in range(n)] for q in range(n)]
         custom = [[f"{toks[q]!r} → {toks[k]!r}: {a[q, k]:.3f}" for k in range(n)] for q in range(n)]
-        labels = [_label(t) for t in toks]
-        axis = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": labels}
+        labels = [f"{j} {_label(t)}" for j, t in enumerate(toks)]
+        d0, d1 = _HE_DOMAINS[0], _HE_DOMAINS[1]
+        axis = token_axis(labels, span_px=(d0[1] - d0[0]) * _HE_PLOT_PX)
+        height = float(self.figure.layout.height or 500)
+        yaxis = token_axis(labels, span_px=height - 210, vertical=True)
+        axis2 = token_axis(labels, span_px=(d1[1] - d1[0]) * _HE_PLOT_PX)
         vn = self.value_norms[layer, head]
         others = [j for j in range(n) if j != sink]
         norms = self.resid_norms  # [layer, seq]
@@ -225,19 +281,19 @@ class HeadExplorer(View):
             hm, bar, s_line, m_line, mark = self.figure.data
             hm.z, hm.x, hm.y, hm.customdata = z, list(range(n)), list(range(n)), custom
             self.figure.layout.xaxis.update(axis)
-            self.figure.layout.yaxis.update(axis)
+            self.figure.layout.yaxis.update(yaxis)
             bar.x, bar.y = list(range(n)), vn.tolist()
             bar.marker.color = [SINK if j == sink else OTHER for j in range(n)]
             bar.customdata = [f"{toks[j]!r}: {vn[j]:.3g}" for j in range(n)]
-            self.figure.layout.xaxis2.update(axis)
+            self.figure.layout.xaxis2.update(axis2)
             s_line.x, s_line.y = layers, norms[:, sink].tolist()
             m_line.x, m_line.y = layers, med.tolist()
             mark.x, mark.y = [layer], [float(norms[layer, sink])]
             other_mean = float(vn[others].mean()) if others else float("nan")
             self.figure.layout.title.text = (
-                f"Layer {layer} head {head}: sink {_label(toks[sink])!r} (position {sink}) gets "
-                f"{a[sink:, sink].mean():.2f} of the attention; ‖v W_O‖ sink "
-                f"{vn[sink]:.3g} vs others {other_mean:.3g}"
+                f"Layer {layer} head {head}: the sink {_label(toks[sink])!r} (position {sink}) "
+                f"gets {a[sink:, sink].mean():.2f} of the attention<br>"
+                f"‖v W_O‖ of the sink {vn[sink]:.3g} against {other_mean:.3g} for the others"
             )
 
 
@@ -268,6 +324,17 @@ def heads_domains_figure(
     fig = make_subplots(
         rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], shared_yaxes=True
     )
+    # The domains share one colour scale, drawn once after the last domain panel; the
+    # difference has its own in the right margin. Gaps leave room for the first.
+    has_diff = len(panels) > len(domains)
+    margin = (60, 30)
+    gaps = [16.0] * (len(panels) - 1)
+    if has_diff:
+        gaps[-1] = COLORBAR_PX + 24
+    doms = panel_domains([1.0] * len(panels), gaps, margin_px=margin)
+    for i, dom in enumerate(doms, start=1):
+        fig.layout[f"xaxis{i if i > 1 else ''}"].domain = dom
+        fig.layout.annotations[i - 1].x = (dom[0] + dom[1]) / 2
     lim = max(float(np.nanmax(np.abs(g[0]))) for g in grids) or 1.0
     for i, (name, z) in enumerate(panels):
         diff = i == len(domains)
@@ -282,8 +349,12 @@ def heads_domains_figure(
                 zmid=0 if sym else None,
                 zmin=-dlim if sym else None,
                 zmax=dlim if sym else None,
-                showscale=i == 0 or diff,
-                colorbar={"title": {"text": "diff" if diff else label}, "x": 1.0 if diff else 1.08},
+                showscale=i == len(domains) - 1 or diff,
+                colorbar=colorbar(
+                    None if diff or not has_diff else doms[len(domains) - 1][1],
+                    title="difference" if diff else wrap(label, 24),
+                    margin_px=margin,
+                ),
                 hovertemplate=f"{name}<br>L%{{y}}H%{{x}}: %{{z:.4f}}<extra></extra>",
             ),
             1,
@@ -293,9 +364,9 @@ def heads_domains_figure(
     fig.update_yaxes(title_text="layer", autorange="reversed", row=1, col=1)
     fig.update_layout(
         template=TEMPLATE,
-        height=height or max(320, 120 + 14 * len(layers)),
+        height=height or max(340, 140 + 14 * len(layers)),
         title={"text": f"Heads × domains: {label}"},
-        margin={"l": 60, "r": 60, "t": 80, "b": 50},
+        margin={"l": margin[0], "r": margin[1], "t": 80, "b": 50},
     )
     return fig
 
@@ -355,11 +426,12 @@ def sink_ablation_scatter(
         y = sub[effect].to_numpy(dtype=np.float64)
         symbol = np.where(y > hi, "triangle-up", np.where(y < lo, "triangle-down", "circle"))
         fig.add_trace(
-            go.Scattergl(
+            go.Scatter(  # SVG, not WebGL: markers on the range's edge are drawn whole
                 x=sub["sink_mass"],
                 y=np.clip(y, lo, hi),
                 customdata=y,
                 mode="markers",
+                cliponaxis=False,
                 name=str(domain),
                 marker={
                     "color": DOMAIN_COLOURS[i % len(DOMAIN_COLOURS)],
@@ -381,8 +453,9 @@ def sink_ablation_scatter(
     fig.update_layout(
         template=TEMPLATE,
         height=height,
-        title={"text": f"Sink mass against ablation effect ({label}){note}"},
-        xaxis={"title": {"text": "sink mass"}, "range": [-0.02, 1.02]},
+        title={"text": wrap(f"Sink mass against ablation effect ({label}){note}", 90)},
+        margin={"t": 90},
+        xaxis={"title": {"text": "sink mass"}, "range": [-0.03, 1.03]},
         yaxis={"title": {"text": "Δ loss (nats / token)"}, "range": [lo, hi]},
     )
     return fig
@@ -412,7 +485,18 @@ def residual_norms_figure(residual: pd.DataFrame, *, height: int = 380) -> go.Fi
         height=height,
         title={"text": "Residual-state peak: ‖h‖ after each layer"},
         xaxis={"title": {"text": "layer"}},
-        yaxis={"title": {"text": "‖h‖"}, "type": "log"},
+        yaxis={
+            "title": {"text": "‖h‖"},
+            **log_axis(
+                np.concatenate(
+                    [
+                        residual[c].to_numpy(dtype=np.float64)
+                        for c in ("sink_norm", "median_norm", "max_other_norm")
+                        if c in residual
+                    ]
+                )
+            ),
+        },
     )
     return fig
 
@@ -477,8 +561,12 @@ def checkpoint_figure(dynamics: pd.DataFrame, *, height: int = 420) -> go.Figure
     fig.add_scatter(x=x, y=d["mean_sink_mass"], name="mean sink mass", row=1, col=1)
     fig.add_scatter(x=x, y=d["median_value_norm_ratio"], name="‖v W_O‖ sink / other", row=2, col=1)
     fig.add_scatter(x=x, y=d["peak_resid_ratio"], name="residual peak ratio", row=2, col=1)
-    fig.update_xaxes(type="log", title_text="training step", row=2, col=1)
+    fig.update_xaxes(log_axis(x), title_text="training step", row=2, col=1)
+    fig.update_xaxes(log_axis(x), row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(type="log", row=2, col=1)
+    ratios = np.concatenate(
+        [d[c].to_numpy(dtype=np.float64) for c in ("median_value_norm_ratio", "peak_resid_ratio")]
+    )
+    fig.update_yaxes(log_axis(ratios), row=2, col=1)
     fig.update_layout(template=TEMPLATE, height=height, title={"text": "Over training"})
     return fig

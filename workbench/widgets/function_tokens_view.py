@@ -29,6 +29,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.widgets.controls import DEFAULT_WAIT_S, Debouncer, show_token
+from workbench.widgets.layout import DESIGN_WIDTH_PX, log_axis, token_axis, token_label, wrap
 from workbench.widgets.static import static_bundle, static_html
 from workbench.widgets.views import TEMPLATE, View, ViewDataError
 
@@ -56,7 +57,25 @@ def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
 
 
 def _label(tok: str) -> str:
-    return repr(show_token(tok))[1:-1]
+    return token_label(tok, 16)
+
+
+def _log_vline(fig: go.Figure, x: float, text: str | None = None) -> None:
+    """A dashed vertical line at ``x`` on a log x axis, with an optional label at its top.
+
+    plotly's ``add_vline`` places its annotation at ``x`` in axis units, which on a log axis
+    are log10 units: a label for rank 40 lands at 10^40 and stretches the axis to it.
+    """
+    fig.add_shape(
+        type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="paper",
+        line={"dash": "dash", "color": "#d62728", "width": 1.5},
+    )  # fmt: skip
+    if text:
+        fig.add_annotation(
+            x=float(np.log10(x)), xref="x", y=1, yref="paper", text=text, showarrow=False,
+            xanchor="left", yanchor="top", xshift=4, font={"color": "#d62728", "size": 11},
+            bgcolor="rgba(255,255,255,0.7)",
+        )  # fmt: skip
 
 
 # -- static figures -------------------------------------------------------------------------
@@ -89,18 +108,13 @@ def zipf_figure(zipf: pd.DataFrame, n_function: int | None = None) -> go.Figure:
             go.Scatter(x=r, y=c * r**-s, mode="lines", line_dash="dot", name=f"rank^-{s:.2f}")
         )
     if n_function:
-        fig.add_vline(
-            x=n_function,
-            line_dash="dash",
-            line_color="#d62728",
-            annotation_text=f"{n_function} function tokens",
-        )
+        _log_vline(fig, n_function, f"{n_function} function tokens")
     fig.update_layout(
         template=TEMPLATE,
         height=380,
         title="Zipf's law: share of all tokens by frequency rank",
-        xaxis={"type": "log", "title": {"text": "frequency rank"}},
-        yaxis={"type": "log", "title": {"text": "share of occurrences"}},
+        xaxis={**log_axis(zipf["rank"]), "title": {"text": "frequency rank"}},
+        yaxis={**log_axis(zipf["share"]), "title": {"text": "share of occurrences"}},
     )
     return fig
 
@@ -109,15 +123,22 @@ def document_coverage_figure(ranking: pd.DataFrame, top: int = 40) -> go.Figure:
     """The share of documents in which each of the ``top`` most frequent tokens appears."""
     _need(ranking, ["token", "doc_coverage"], "document_coverage_figure")
     df = ranking.head(top)
+    labels = [token_label(t, 10) for t in df["token"]]
     fig = go.Figure(
-        go.Bar(x=[_label(t) for t in df["token"]], y=df["doc_coverage"], marker_color=_COLOURS[0])
+        go.Bar(
+            x=list(range(len(df))),
+            y=df["doc_coverage"],
+            marker_color=_COLOURS[0],
+            hovertext=[f"{i + 1}. {t!r}" for i, t in enumerate(df["token"])],
+            hoverinfo="text+y",
+        )
     )
     fig.update_layout(
         template=TEMPLATE,
-        height=340,
+        height=360,
         title=f"Document coverage of the {len(df)} most frequent tokens",
         yaxis={"title": {"text": "share of documents"}, "range": [0, 1.02]},
-        xaxis={"tickangle": -60},
+        xaxis=token_axis(labels, span_px=DESIGN_WIDTH_PX - 160),
     )
     return fig
 
@@ -142,13 +163,15 @@ def degree_figure(degrees: pd.DataFrame, n_function: int | None = None) -> go.Fi
             )
         )
     if n_function:
-        fig.add_vline(x=n_function, line_dash="dash", line_color="#d62728")
+        _log_vline(fig, n_function)
+    ranks = degrees["rank"][(degrees[cols] > 0).any(axis=1)]
+    values = degrees[cols].to_numpy(dtype=np.float64).ravel()
     fig.update_layout(
         template=TEMPLATE,
         height=400,
         title="Token degree in the token→feature graph against frequency rank",
-        xaxis={"type": "log", "title": {"text": "frequency rank"}},
-        yaxis={"type": "log", "title": {"text": "degree (number of features)"}},
+        xaxis={**log_axis(ranks), "title": {"text": "frequency rank"}},
+        yaxis={**log_axis(values), "title": {"text": "degree (number of features)"}},
     )
     return fig
 
@@ -174,7 +197,10 @@ def coverage_figure(curves: Mapping[int, pd.DataFrame], *, of: str = "pct_all") 
         template=TEMPLATE,
         height=380,
         title=f"Cumulative coverage C(k), % of {what}",
-        xaxis={"type": "log", "title": {"text": "top-k tokens by frequency"}},
+        xaxis={
+            **log_axis([k for df in curves.values() for k in df["k"]]),
+            "title": {"text": "top-k tokens by frequency"},
+        },
         yaxis={"title": {"text": "% of features reached"}, "range": [0, 101]},
     )
     return fig
@@ -260,13 +286,16 @@ class TokenFeaturesView(View):
         ids = list(tokens) if tokens is not None else first.frequency_order()[:40].tolist()
         if not ids:
             raise ViewDataError("No tokens to pick from: the graph streamed no tokens.")
+        # Ordered by the count each option shows (its occurrences in the graph's stream), so
+        # the list reads top down; ties keep the order given.
+        counts = {int(t): int(first.token_counts[t]) for t in ids}
+        ids = sorted(dict.fromkeys(int(t) for t in ids), key=lambda t: -counts[t])
         self.layer = widgets.Dropdown(options=layers, value=layers[0], description="layer")
         self.token = widgets.Dropdown(
-            options=[
-                (f"{_label(first.decode(t))} ({int(first.token_counts[t])}×)", t) for t in ids
-            ],
+            options=[(f"{_label(first.decode(t))} ({counts[t]}× in the stream)", t) for t in ids],
             value=ids[0],
             description="token",
+            layout=widgets.Layout(width="320px"),
         )
         fig = go.Figure(
             go.Bar(orientation="h", marker_color=_COLOURS[0], hoverinfo="text"),
@@ -319,10 +348,13 @@ class TokenFeaturesView(View):
                 "autorange": "reversed",
             }
             deg = g.degree(t)
-            self.figure.layout.title.text = html.escape(
-                f"layer {g.layer}: {show_token(g.decode(t))!r} connects to {deg} of {g.d_sae} "
-                f"features (top {len(df)} shown; click one)",
-                quote=False,
+            self.figure.layout.title.text = wrap(
+                html.escape(
+                    f"layer {g.layer}: {_label(g.decode(t))!r} connects to {deg} of {g.d_sae} "
+                    f"features (top {len(df)} shown; click one)",
+                    quote=False,
+                ),
+                90,
             )
 
 
@@ -372,7 +404,7 @@ class FeatureView(View):
             layout={
                 "template": TEMPLATE,
                 "height": 300,
-                "margin": {"l": 260, "r": 20, "t": 50, "b": 40},
+                "margin": {"l": 40, "r": 20, "t": 50, "b": 40},
                 "xaxis": {"title": {"text": "activation"}},
             },
         )
@@ -408,19 +440,23 @@ class FeatureView(View):
         title = f"layer {g.layer} feature {f}: fires on {n} of {g.n_tokens} tokens"
         self.contexts.value = contexts_html(ctx, title=title)
         labels = [
-            f"{r.left[-24:]}[{show_token(r.token)}]{r.right[:8]}"
+            f"{token_label(r.left[-14:], 14)}[{token_label(r.token, 10)}]"
+            f"{token_label(r.right[:6], 6)}"
             for r in ctx.itertuples(index=False)
         ]
         with self.figure.batch_update():
             bar = self.figure.data[0]
             bar.x = ctx["activation"].to_numpy()
             bar.y = list(range(len(ctx)))
-            bar.hovertext = labels
+            # plotly knows &lt; &gt; &amp; but not &quot;: escape without quotes
+            bar.hovertext = [html.escape(s, quote=False) for s in labels]
             self.figure.layout.yaxis = {
                 "tickmode": "array",
                 "tickvals": list(range(len(ctx))),
-                "ticktext": [html.escape(s) for s in labels],
+                "ticktext": [html.escape(s, quote=False) for s in labels],
                 "autorange": "reversed",
+                "automargin": True,
+                "tickfont": {"family": "monospace", "size": 11},
             }
             self.figure.layout.title.text = html.escape(f"{title}: top contexts", quote=False)
         if self.steer is not None:

@@ -34,7 +34,15 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from workbench.analysis.routes.graph import Node
-from workbench.widgets.controls import DEFAULT_WAIT_S, link, show_token, threshold_slider
+from workbench.widgets.controls import DEFAULT_WAIT_S, link, threshold_slider
+from workbench.widgets.layout import (
+    COLORBAR_PX,
+    DESIGN_WIDTH_PX,
+    colorbar,
+    thin_ticks,
+    token_axis,
+    token_label,
+)
 from workbench.widgets.static import PLOTLY_MIME, static_bundle, static_html
 from workbench.widgets.views import TEMPLATE, View, ViewDataError
 
@@ -54,8 +62,14 @@ NODE_COLOURS = {"emb": "#2ca02c", "attn": "#1f77b4", "mlp": "#8c564b"}
 WIDTH_BINS = ((0.1, 1.2), (0.3, 2.5), (0.6, 4.0), (np.inf, 6.0))
 
 
-def _tok(t: str) -> str:
-    return repr(show_token(t))[1:-1]
+def _tok(t: str, max_chars: int = 12) -> str:
+    return token_label(t, max_chars)
+
+
+# RoutesView puts the graph and the detail panel side by side, in these shares of the width.
+GRAPH_SHARE, DETAIL_SHARE = 0.6, 0.4
+MAX_GRAPH_HEIGHT = 720  # px: a 30-layer model's 61 levels fit, labels every other level
+LEVEL_FONT_PX = 11
 
 
 def head_colours(n_heads: int) -> list[str]:
@@ -196,28 +210,37 @@ def route_figure(
         )
     )  # fmt: skip
     levels = list(range(top_level + 1))
-    step = 1 if g.n_layers <= 12 else 2
-    h = height or max(460, 190 + 15 * (top_level + 1))
+    h = height or min(MAX_GRAPH_HEIGHT, max(460, 190 + 15 * (top_level + 1)))
+    level_px = (h - 170) / max(1, top_level + 1.4)
+    if level_px >= LEVEL_FONT_PX * 1.3:  # every level gets its label
+        ticks = [(lv, _level_label(lv)) for lv in levels]
+    else:  # the embedding and each layer's attention level ("L3"), thinned to fit
+        ticks = [(0, "emb")] + [(2 * k + 1, f"L{k}") for k in range(g.n_layers)]
+    vals, text = thin_ticks(
+        [t[0] for t in ticks], [t[1] for t in ticks], span_px=h - 170,
+        per_label_px=LEVEL_FONT_PX * 1.4,
+    )  # fmt: skip
     pred = g.prediction
     nxt = f" (prediction at {pred}: {_tok(g.tokens[pred])!r} → next)"
+    graph_px = GRAPH_SHARE * DESIGN_WIDTH_PX - 80 - 110  # margin, legend
+    xaxis = token_axis([f"{p}: {_tok(g.tokens[p])}" for p in positions], span_px=graph_px)
     fig = go.Figure(
         traces,
         layout={
             "template": TEMPLATE,
             "height": h,
-            "title": {"text": title or f"Route graph, τ = {g.tau:.2f}{nxt}"},
-            "margin": {"l": 80, "r": 20, "t": 50, "b": 140},
-            "xaxis": {
-                "tickmode": "array", "tickvals": list(range(len(positions))),
-                "ticktext": [f"{p}: {_tok(g.tokens[p])}" for p in positions],
-                "tickangle": -45, "range": [-0.7, len(positions) - 0.3], "showgrid": False,
+            "title": {
+                "text": title or f"Route graph, τ = {g.tau:.2f}<br>{nxt.strip(' ()')}",
+                "font": {"size": 14},
             },
+            "margin": {"l": 60, "r": 10, "t": 60, "b": 40},
+            "xaxis": {**xaxis, "range": [-0.7, len(positions) - 0.3], "showgrid": False},
             "yaxis": {
-                "tickmode": "array", "tickvals": levels[::step],
-                "ticktext": [_level_label(lv) for lv in levels[::step]],
-                "range": [-0.7, top_level + 0.7], "tickfont": {"size": 9},
+                "tickmode": "array", "tickvals": vals, "ticktext": text,
+                "range": [-0.7, top_level + 0.7], "tickfont": {"size": LEVEL_FONT_PX},
+                "automargin": True,
             },
-            "legend": {"orientation": "h", "y": -0.08, "x": 0, "yanchor": "top"},
+            "legend": {"font": {"size": 10}, "tracegroupgap": 2},
             "hovermode": "closest",
             "clickmode": "event",
         },
@@ -225,8 +248,11 @@ def route_figure(
     return fig
 
 
-def lens_figure(df: pd.DataFrame, *, title: str = "Logit lens") -> go.Figure:
-    """Bars of a node's lens: top tokens (probability), promoted and suppressed (Δ log-prob)."""
+def lens_figure(df: pd.DataFrame, *, title: str = "Logit lens", stacked: bool = False) -> go.Figure:
+    """Bars of a node's lens: top tokens (probability), promoted and suppressed (Δ log-prob).
+
+    ``stacked`` puts the three panels one above the other (for a narrow side panel).
+    """
     need = ["kind", "rank", "token", "value"]
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -235,55 +261,106 @@ def lens_figure(df: pd.DataFrame, *, title: str = "Logit lens") -> go.Figure:
     labels = {"top": "top tokens (p)", "promoted": "promoted (Δ log p)",
               "suppressed": "suppressed (Δ log p)"}  # fmt: skip
     colours = {"top": "#1f77b4", "promoted": "#2ca02c", "suppressed": "#d62728"}
-    fig = make_subplots(
-        rows=1, cols=len(kinds), subplot_titles=[labels[k] for k in kinds],
-        horizontal_spacing=0.12,
-    )  # fmt: skip
+    n = max(1, len(kinds))
+    # Labels are cut to 10 characters (a run of spaces folds to ·×n), and the gaps leave
+    # room for them, so a whitespace token never runs into the next panel.
+    if stacked:
+        fig = make_subplots(
+            rows=n, cols=1, subplot_titles=[labels[k] for k in kinds], vertical_spacing=0.12
+        )
+    else:
+        gap = (10 * 0.62 * 11 + 30) / (DESIGN_WIDTH_PX - 110)
+        fig = make_subplots(
+            rows=1, cols=n, subplot_titles=[labels[k] for k in kinds], horizontal_spacing=gap
+        )
     for c, kind in enumerate(kinds, start=1):
         part = df[df["kind"] == kind].sort_values("rank")
+        row, col = (c, 1) if stacked else (1, c)
         fig.add_trace(
             go.Bar(
-                x=part["value"], y=[f"{_tok(t)} " for t in part["token"]], orientation="h",
+                x=part["value"], y=list(range(len(part))), orientation="h",
                 marker_color=colours[kind], name=kind, showlegend=False,
-                hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+                customdata=[html.escape(repr(str(t)), quote=False) for t in part["token"]],
+                hovertemplate="%{customdata}: %{x:.3f}<extra></extra>",
             ),
-            row=1, col=c,
+            row=row, col=col,
         )  # fmt: skip
-        fig.update_yaxes(autorange="reversed", row=1, col=c)
+        fig.update_yaxes(
+            autorange="reversed", tickmode="array", tickvals=list(range(len(part))),
+            ticktext=[html.escape(_tok(t, 10), quote=False) for t in part["token"]],
+            tickfont={"size": 11}, automargin=True, row=row, col=col,
+        )  # fmt: skip
     fig.update_layout(
-        template=TEMPLATE, height=360, title={"text": title},
+        template=TEMPLATE, height=190 * n + 60 if stacked else 360,
+        title={"text": title, "font": {"size": 14}},
         margin={"l": 90, "r": 20, "t": 70, "b": 40},
     )  # fmt: skip
     return fig
 
 
-def head_maps_figure(maps: Any) -> go.Figure:
-    """A head's attention map and contribution map, side by side (query × key)."""
+def head_maps_figure(
+    maps: Any, *, stacked: bool = False, width_px: float = DESIGN_WIDTH_PX
+) -> go.Figure:
+    """A head's attention map and contribution map, side by side (query × key).
+
+    Axes are token positions (numbers) with thinned token labels, so two equal tokens stay
+    two rows and no label overprints another. ``stacked`` puts the maps one above the
+    other, for a side panel ``width_px`` wide.
+    """
     a, c = np.asarray(maps.attention, dtype=float), np.asarray(maps.contribution, dtype=float)
     if a.shape != c.shape or a.ndim != 2:
         raise ViewDataError(f"Attention {a.shape} and contribution {c.shape} maps must match.")
     n = a.shape[0]
     mask = np.triu(np.ones((n, n), dtype=bool), k=1)
-    a, c = np.where(mask, np.nan, a), np.where(mask, np.nan, c)
-    labels = [f"{i}: {_tok(t)}" for i, t in enumerate(maps.tokens)]
-    fig = make_subplots(
-        rows=1, cols=2, horizontal_spacing=0.16,
-        subplot_titles=["attention A[q, k]", "contribution: importance of z[q ← k]"],
-    )  # fmt: skip
-    for col, (z, scale, bar_x) in enumerate(((a, "Viridis", 0.42), (c, "Reds", 1.0)), start=1):
+    # None, not NaN: NaN is not JSON, and the widget's JSON must stay valid
+    a = np.where(mask, None, a.astype(object)).tolist()
+    c = np.where(mask, None, c.astype(object)).tolist()
+    labels = [f"{i}: {_tok(t, 10)}" for i, t in enumerate(maps.tokens)]
+    names = ["attention A[q, k]", "contribution: importance of z[q ← k]"]
+    margin = (70, 30)
+    if stacked:
+        fig = make_subplots(rows=2, cols=1, vertical_spacing=0.14, subplot_titles=names)
+        panel_w = width_px - sum(margin) - COLORBAR_PX
+        height = int(2 * min(panel_w, 360) + 220)
+        panel_h = (height - 170) / 2
+    else:
+        fig = make_subplots(rows=1, cols=2, subplot_titles=names)
+        label_px = 10 * 0.62 * 11 + 20
+        gap = (COLORBAR_PX + label_px + 20) / (width_px - sum(margin))
+        fig.layout.xaxis.domain = [0.0, (1 - gap) / 2]
+        fig.layout.xaxis2.domain = [(1 + gap) / 2, 1.0]
+        doms = ((0, (1 - gap) / 2), ((1 + gap) / 2, 1))
+        for ann, dom in zip(fig.layout.annotations, doms, strict=True):
+            ann.x = (dom[0] + dom[1]) / 2
+        panel_w = (width_px - sum(margin)) * (1 - gap) / 2
+        height = max(400, 200 + 9 * n)
+        panel_h = height - 190
+    for k, (z, scale) in enumerate(((a, "Viridis"), (c, "Reds"))):
+        row, col = (k + 1, 1) if stacked else (1, k + 1)
+        xa = fig.layout[f"xaxis{k + 1 if k else ''}"]
+        ya = fig.layout[f"yaxis{k + 1 if k else ''}"]
+        cb = colorbar(
+            None if (stacked or k == 1) else float(xa.domain[1]),
+            y=tuple(ya.domain), margin_px=margin, width_px=width_px,
+        )  # fmt: skip
         fig.add_trace(
             go.Heatmap(
-                z=z, x=labels, y=labels, colorscale=scale, zmin=0,
-                colorbar={"x": bar_x, "len": 0.9, "thickness": 12},
-                hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>",
+                z=z, x=list(range(n)), y=list(range(n)), colorscale=scale, zmin=0,
+                colorbar=cb, customdata=[[f"{labels[q]} ← {labels[j]}" for j in range(n)]
+                                         for q in range(n)],
+                hovertemplate="%{customdata}<br>%{z:.3f}<extra></extra>",
             ),
-            row=1, col=col,
+            row=row, col=col,
         )  # fmt: skip
-        fig.update_yaxes(autorange="reversed", row=1, col=col)
+        fig.update_xaxes(token_axis(labels, span_px=panel_w), row=row, col=col)
+        fig.update_yaxes(
+            token_axis(labels, span_px=panel_h, vertical=True), autorange="reversed",
+            row=row, col=col,
+        )  # fmt: skip
     fig.update_layout(
-        template=TEMPLATE, height=max(380, 120 + 9 * n),
-        title={"text": f"Layer {maps.layer}, head {maps.head}"},
-        margin={"l": 100, "r": 30, "t": 70, "b": 100},
+        template=TEMPLATE, height=height,
+        title={"text": f"Layer {maps.layer}, head {maps.head}", "font": {"size": 14}},
+        margin={"l": margin[0], "r": margin[1], "t": 70, "b": 90},
     )  # fmt: skip
     return fig
 
@@ -370,11 +447,26 @@ def static_figure(figure: go.Figure) -> StaticFigure:
 
 
 def _replace(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Swap a FigureWidget's traces and layout for those of ``fig`` (in one update)."""
-    with widget.batch_update():
-        widget.data = []
-        widget.add_traces(list(fig.data))
-        widget.layout = fig.layout
+    """Swap a FigureWidget's traces and layout for those of ``fig``.
+
+    The old traces go first and the new layout (its axes typed and ranged) comes before
+    the new traces: a heatmap added onto the axes of the bar chart it replaces would be
+    drawn once against the wrong axis type (the browser's ``<image> width "NaN"``).
+    """
+    widget.data = []
+    widget.layout = fig.layout
+    widget.add_traces(list(fig.data))
+
+
+def _placeholder() -> go.Figure:
+    return go.Figure(
+        layout={
+            "template": TEMPLATE, "height": 160, "margin": {"l": 20, "r": 20, "t": 60, "b": 20},
+            "title": {"text": "Click a node for its logit lens,<br>or an edge's dot for its "
+                              "head's maps", "font": {"size": 13}},
+            "xaxis": {"visible": False}, "yaxis": {"visible": False},
+        }
+    )  # fmt: skip
 
 
 class RoutesView(View):
@@ -417,6 +509,7 @@ class RoutesView(View):
         if first not in [p for _, p in options]:
             raise ViewDataError(f"Prediction {prediction} is not among the picker's positions.")
         self.tau = threshold_slider(tau, min=0.01, max=0.5, step=0.01, description="τ")
+        self.tau.layout = widgets.Layout(width="320px", min_width="240px")
         self.prediction = widgets.Dropdown(
             options=options, value=first, description="explain",
             layout=widgets.Layout(width="340px"),
@@ -425,14 +518,27 @@ class RoutesView(View):
         self.renormalize = widgets.Checkbox(
             value=renormalize, description="renormalise", indent=False
         )
-        controls = widgets.HBox([self.prediction, self.tau, self.sum_heads, self.renormalize])
+        controls = widgets.HBox(
+            [self.prediction, self.tau, self.sum_heads, self.renormalize],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
         self.graph = graph_fn(first, tau, renormalize)
         super().__init__(route_figure(self.graph, sum_heads=sum_heads), [controls])
-        self.detail = go.FigureWidget(
-            layout={"template": TEMPLATE, "height": 120, "title": {
-                "text": "Click a node for its logit lens, or an edge's dot for its head's maps"}}
+        self.detail = go.FigureWidget(_placeholder())
+        # The detail panel sits beside the graph, so a click near the top shows its result
+        # in view; it is cleared whenever the graph changes.
+        self.panes = widgets.HBox(
+            [
+                widgets.Box([self.figure], layout=widgets.Layout(
+                    flex=f"{GRAPH_SHARE * 10:g} 1 0%", min_width="0")),
+                widgets.Box([self.detail], layout=widgets.Layout(
+                    flex=f"{DETAIL_SHARE * 10:g} 1 0%", min_width="0")),
+            ],
+            layout=widgets.Layout(width="100%", align_items="flex-start"),
         )  # fmt: skip
-        self.widget.children = (*self.widget.children, self.detail)
+        self.widget.children = tuple(
+            self.panes if c is self.figure else c for c in self.widget.children
+        )
         self.selected: tuple[str, Any] | None = None
         self._wire_clicks()
         for control in (self.prediction, self.tau, self.renormalize):
@@ -466,9 +572,16 @@ class RoutesView(View):
         self.status.value = ""
 
     def update(self, graph: Any) -> None:
-        """Show a new route graph (in place)."""
+        """Show a new route graph (in place); the detail panel is cleared."""
         self.graph = graph
         self._draw()
+        self.clear_detail()
+
+    def clear_detail(self) -> None:
+        """Empty the detail panel (its node or edge may not be on the new graph)."""
+        if self.selected is not None:
+            _replace(self.detail, _placeholder())
+            self.selected = None
 
     def _draw(self) -> None:
         _replace(self.figure, route_figure(self.graph, sum_heads=self.sum_heads.value))
@@ -505,14 +618,17 @@ class RoutesView(View):
         """Show ``node``'s logit lens below the graph; returns the lens table."""
         df = self.lens_fn(node)
         label = node.label() if hasattr(node, "label") else str(node)
-        _replace(self.detail, lens_figure(df, title=f"Logit lens at {label}"))
+        _replace(self.detail, lens_figure(df, title=f"Logit lens at {label}", stacked=True))
         self.selected = ("node", node)
         return df
 
     def select_edge(self, layer: int, head: int) -> Any:
         """Show head ``(layer, head)``'s attention and contribution maps; returns them."""
         maps = self.maps_fn(layer, head)
-        _replace(self.detail, head_maps_figure(maps))
+        _replace(
+            self.detail,
+            head_maps_figure(maps, stacked=True, width_px=DETAIL_SHARE * DESIGN_WIDTH_PX),
+        )
         self.selected = ("edge", (layer, head))
         return maps
 

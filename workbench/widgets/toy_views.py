@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from workbench.widgets.layout import COLORBAR_PX, colorbar, panel_domains, token_axis
 from workbench.widgets.views import View, ViewDataError
 
 __all__ = [
@@ -118,24 +119,38 @@ def dynamics_figure(
             row=5,
             col=1,
         )
-    _add_events(fig, events)
     fig.update_xaxes(title_text="step", row=5, col=1)
     fig.update_layout(title=title, height=1100, hovermode="x unified")
+    _add_events(fig, events)
     return fig
 
 
+EVENT_LINE_PX = 17  # vertical distance between two event labels
+
+
 def _add_events(fig: go.Figure, events: Mapping[str, float] | None) -> None:
+    """Dashed lines through every panel at each event's step, labelled in the top panel.
+
+    The labels are staggered, one line each, so that events a few steps apart (on the
+    figure, a few pixels) do not overprint each other.
+    """
     if not events:
         return
     reached = [(k, v) for k, v in events.items() if v is not None and np.isfinite(v)]
+    margin = fig.layout.margin
+    plot_h = (fig.layout.height or 450) - (margin.t or 100) - (margin.b or 80)
+    top = fig.layout.yaxis.domain[1] if fig.layout.yaxis.domain else 1.0
     for i, (label, step) in enumerate(sorted(reached, key=lambda kv: kv[1])):
-        fig.add_vline(
-            x=step,
-            line_dash="dash",
-            line_color=_EVENT_COLOURS[i % len(_EVENT_COLOURS)],
-            annotation_text=f"{i + 1}. {label}",
-            annotation_position="top right",
-        )
+        colour = _EVENT_COLOURS[i % len(_EVENT_COLOURS)]
+        fig.add_shape(
+            type="line", x0=step, x1=step, xref="x", y0=0, y1=1, yref="paper",
+            line={"dash": "dash", "color": colour, "width": 1.2},
+        )  # fmt: skip
+        fig.add_annotation(
+            x=step, xref="x", y=top - i * EVENT_LINE_PX / plot_h, yref="paper",
+            text=f"{i + 1}. {label}", showarrow=False, xanchor="left", yanchor="top",
+            xshift=3, font={"size": 10, "color": colour}, bgcolor="rgba(255,255,255,0.75)",
+        )  # fmt: skip
 
 
 def attention_map_figure(
@@ -165,27 +180,58 @@ def attention_map_figure(
         )
     trig = np.asarray(is_trigger, dtype=bool)
     xlabels, ylabels = _labels(tokens, is_trigger)
+    height = max(450, 12 * s + 150)
     fig = make_subplots(
         rows=1,
         cols=2,
-        column_widths=[0.72, 0.28],
         subplot_titles=("query ▶ = trigger", "mean attention by query type"),
     )
+    # The colorbar and the bar chart's y labels sit in the gap between the two panels.
+    margin = (80, 20)
+    doms = panel_domains([0.72, 0.28], [COLORBAR_PX + 60], margin_px=margin)
+    for i, dom in enumerate(doms):
+        fig.layout[f"xaxis{i + 1 if i else ''}"].domain = dom
+        fig.layout.annotations[i].x = (dom[0] + dom[1]) / 2
     fig.add_trace(
         go.Heatmap(
             z=p,
-            x=xlabels,
-            y=ylabels,
+            x=list(range(s)),
+            y=list(range(s)),
             colorscale="Viridis",
             zmin=0,
             zmax=1,
-            colorbar=dict(x=0.68, len=0.9),
-            hovertemplate="query %{y}<br>key %{x}<br>%{z:.3f}<extra></extra>",
+            colorbar=colorbar(doms[0][1], title="attention", margin_px=margin),
+            customdata=[
+                [f"query {ylabels[q]}<br>key {xlabels[k]}" for k in range(s)] for q in range(s)
+            ],
+            hovertemplate="%{customdata}<br>%{z:.3f}<extra></extra>",
         ),
         row=1,
         col=1,
     )
-    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    # Trigger queries get a marker on the map's left edge: tick labels are thinned to fit,
+    # so the ▶ in a label alone could be left out.
+    fig.add_trace(
+        go.Scatter(
+            x=[-0.5] * int(trig.sum()),
+            y=np.flatnonzero(trig).tolist(),
+            mode="markers",
+            marker={"symbol": "triangle-right", "size": 8, "color": "#d62728"},
+            cliponaxis=False,
+            name="trigger query",
+            hovertemplate="trigger query %{y}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    panel_w = (doms[0][1] - doms[0][0]) * (1030 - sum(margin))
+    fig.update_xaxes(token_axis(xlabels, span_px=panel_w), range=[-0.5, s - 0.5], row=1, col=1)
+    fig.update_yaxes(
+        token_axis(ylabels, span_px=height - 180, vertical=True),
+        autorange="reversed",
+        row=1,
+        col=1,
+    )
     q = np.arange(s)
     prev = np.zeros(s)
     prev[1:] = p[q[1:], q[1:] - 1]
@@ -197,7 +243,13 @@ def attention_map_figure(
         fig.add_trace(
             go.Bar(x=["BOS", "previous", "other"], y=vals, name=f"{name} queries"), row=1, col=2
         )
-    fig.update_layout(title=title, height=max(450, 12 * s + 150), barmode="group")
+    fig.update_layout(
+        title=title,
+        height=height,
+        barmode="group",
+        margin={"l": margin[0], "r": margin[1], "t": 80, "b": 80},
+        legend={"orientation": "h", "x": doms[1][0], "y": -0.12, "yanchor": "top"},
+    )
     return fig
 
 
@@ -312,6 +364,7 @@ class TrainingScrubber(View):
         tokens, is_trigger: the ``S`` query tokens and their trigger flags.
         layer_index: which attention layer of the snapshots to show.
         metric: the probe column drawn under the map.
+        step: the step shown first (default: the last, the trained model).
 
     Moving the slider re-slices arrays in memory; no model runs. ``scrubber.update(step)``
     does the same from code.
@@ -329,6 +382,7 @@ class TrainingScrubber(View):
         *,
         layer_index: int = 0,
         metric: str = "attn_bos_L0",
+        step: int | None = None,
     ) -> None:
         _need(probes, ["step", metric])
         self.steps = sorted(int(s) for s in snapshots)
@@ -354,12 +408,16 @@ class TrainingScrubber(View):
         fig.add_trace(
             go.Heatmap(
                 z=first[layer_index],
-                x=xlabels,
-                y=ylabels,
+                x=list(range(s)),
+                y=list(range(s)),
                 zmin=0,
                 zmax=1,
                 colorscale="Viridis",
-                colorbar=dict(len=0.7, y=0.65),
+                colorbar=colorbar(title="attention", y=(0.3, 1.0)),
+                customdata=[
+                    [f"query {ylabels[q]}<br>key {xlabels[k]}" for k in range(s)] for q in range(s)
+                ],
+                hovertemplate="%{customdata}<br>%{z:.3f}<extra></extra>",
             ),
             row=1,
             col=1,
@@ -368,18 +426,28 @@ class TrainingScrubber(View):
         fig.add_trace(
             go.Scatter(x=[], y=[], mode="markers", marker_size=12, name="now"), row=2, col=1
         )
-        fig.update_yaxes(autorange="reversed", row=1, col=1)
+        height = max(600, 10 * s + 350)
+        fig.update_xaxes(token_axis(xlabels, span_px=1030 - 160), row=1, col=1)
+        fig.update_yaxes(
+            token_axis(ylabels, span_px=(height - 180) * 0.7, vertical=True),
+            autorange="reversed",
+            row=1,
+            col=1,
+        )
         fig.update_xaxes(title_text="step", row=2, col=1)
-        fig.update_layout(height=max(600, 10 * s + 350), showlegend=False)
+        fig.update_layout(height=height, showlegend=False, margin={"t": 80, "r": 30})
+        start = self.steps[-1] if step is None else int(step)
+        if start not in self.steps:
+            raise ViewDataError(f"No snapshot at step {start}; steps are {self.steps}.")
         self.slider = widgets.SelectionSlider(
             options=self.steps,
-            value=self.steps[0],
+            value=start,
             description="step",
             continuous_update=False,
             layout=widgets.Layout(width="90%"),
         )
         super().__init__(fig, [self.slider])
-        self.update(self.steps[0])
+        self.update(start)
         self.slider.observe(lambda change: self.update(change["new"]), names="value")
 
     def update(self, step: int) -> None:

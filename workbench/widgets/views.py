@@ -44,8 +44,14 @@ from workbench.widgets.controls import (
     head_picker,
     layer_picker,
     link,
-    show_token,
     threshold_slider,
+)
+from workbench.widgets.layout import (
+    DESIGN_WIDTH_PX,
+    title_chars,
+    token_axis,
+    token_label,
+    wrap,
 )
 from workbench.widgets.static import static_bundle
 
@@ -202,9 +208,15 @@ def _bar_axis(tokens: Sequence[str]) -> dict[str, Any]:
     return {
         "tickmode": "array",
         "tickvals": list(range(len(tokens))),
-        "ticktext": [repr(show_token(t))[1:-1] for t in tokens],
+        "ticktext": [token_label(t, 14) for t in tokens],
         "autorange": "reversed",
+        "automargin": True,
     }
+
+
+def _title(text: str, *, font_px: float = 17) -> str:
+    """``text`` wrapped to the design width (plotly never wraps a title itself)."""
+    return wrap(text, title_chars(DESIGN_WIDTH_PX, font_px))
 
 
 class NextTokenView(View):
@@ -261,7 +273,7 @@ class NextTokenView(View):
             bar.hoverinfo = "text"
             self.figure.layout.yaxis = _bar_axis(tokens)
             top = f"{tokens[0]!r} ({probs[0]:.2f})" if tokens else "-"
-            self.figure.layout.title.text = f"{self.title}: {html.escape(top, quote=False)}"
+            self.figure.layout.title.text = _title(f"{self.title}: {html.escape(top, quote=False)}")
         self.table = table
 
 
@@ -345,21 +357,19 @@ class LogitLensView(View):
             hm.y = layers
             hm.customdata = custom
             self.figure.layout.height = height
-            self.figure.layout.xaxis.tickmode = "array"
-            self.figure.layout.xaxis.tickvals = positions
-            self.figure.layout.xaxis.ticktext = [
-                f"{p}: {repr(show_token(inputs[p]))[1:-1]}" for p in positions
-            ]
+            span = DESIGN_WIDTH_PX - 60 - 20 - 80  # margins and the colorbar
+            axis = token_axis(
+                [f"{p}: {token_label(inputs[p], 12)}" for p in positions], span_px=span
+            )
+            axis["tickvals"] = [positions[i] for i in axis["tickvals"]]
+            self.figure.layout.xaxis.update(axis)
             self._apply_threshold()
         self.table = table
 
     def _text(self) -> list[list[str]]:
         t = self.threshold.value
         return [
-            [
-                repr(show_token(str(tok)))[1:-1] if p >= t else ""
-                for tok, p in zip(row, zrow, strict=True)
-            ]
+            [token_label(str(tok), 8) if p >= t else "" for tok, p in zip(row, zrow, strict=True)]
             for row, zrow in zip(self._top, self._z, strict=True)
         ]
 
@@ -413,7 +423,7 @@ class AttentionView(View):
                 "template": TEMPLATE,
                 "height": height,
                 "margin": {"l": 110, "r": 20, "t": 50, "b": 90},
-                "xaxis": {"title": {"text": "key"}},
+                "xaxis": {"title": {"text": "key"}, "automargin": True},
                 "yaxis": {"title": {"text": "query"}, "autorange": "reversed"},
             },
         )
@@ -491,7 +501,8 @@ class AttentionView(View):
         n = a.shape[0]
         # A query cannot see later keys: leave them blank (None, since NaN is not valid JSON).
         z = [[float(a[q, k]) if k <= q else None for k in range(n)] for q in range(n)]
-        labels = [repr(show_token(t))[1:-1] for t in self.tokens]
+        labels = [f"{i} {token_label(t, 10)}" for i, t in enumerate(self.tokens)]
+        height = min(820, max(420, 150 + 14 * n))
         custom = [
             [
                 f"{self.tokens[q]!r} → {self.tokens[k]!r}: {self.attn[row, head, q, k]:.3f}"
@@ -505,9 +516,11 @@ class AttentionView(View):
             hm.x = list(range(n))
             hm.y = list(range(n))
             hm.customdata = custom
-            axis = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": labels}
-            self.figure.layout.xaxis.update(axis)
-            self.figure.layout.yaxis.update(axis)
+            self.figure.layout.height = height
+            self.figure.layout.xaxis.update(
+                token_axis(labels, span_px=DESIGN_WIDTH_PX - 110 - 20 - 80)
+            )
+            self.figure.layout.yaxis.update(token_axis(labels, span_px=height - 140, vertical=True))
             self.figure.layout.title.text = f"Attention, layer {self.layer_number} head {head}"
         self.strip.update(self.tokens, self.attn[row, head, -1])
 
@@ -562,7 +575,7 @@ class AblationView(View):
                 "template": TEMPLATE,
                 "height": height,
                 "barmode": "group",
-                "margin": {"l": 110, "r": 20, "t": 60, "b": 40},
+                "margin": {"l": 110, "r": 20, "t": 70, "b": 40},
                 "xaxis": {"title": {"text": "next-token probability"}, "range": [0, 1]},
                 "legend": {"orientation": "h", "y": -0.15},
             },
@@ -572,11 +585,23 @@ class AblationView(View):
         controls = [self.prompt] if owned else []
         super().__init__(fig, [*controls, self.layer, self.heads])
         self._clean_for: tuple[str, Any] | None = None  # (prompt, clean probs)
+        self._note = ""
+        # Before the recompute is wired: a head index means another head on a new layer, so
+        # the toggles are cleared (and the view says so) rather than carried over silently.
+        self.layer.observe(self._layer_changed, names="value")
         d = Debouncer(self._refresh, wait, on_error=self.show_error)
         self.debouncers.append(d)
         for control in (self.prompt, self.layer, self.heads):
             control.observe(lambda _: d(), names="value")
         self._refresh()
+
+    def _layer_changed(self, change: dict[str, Any]) -> None:
+        if self.heads.value:
+            self._note = (
+                f"layer {change['old']} → {change['new']}: head toggles "
+                f"{list(self.heads.value)} cleared (pick the heads of layer {change['new']})"
+            )
+            self.heads.value = []
 
     def _clean(self, text: str) -> np.ndarray:
         if self._clean_for is None or self._clean_for[0] != text:
@@ -589,7 +614,8 @@ class AblationView(View):
         clean = self._clean(text)
         ablated = _array(self.compute(text, layer, heads)) if heads else clean
         self.update(clean, ablated, layer=layer, heads=heads)
-        self.status.value = ""
+        note, self._note = self._note, ""
+        self.status.value = f'<span style="color:#555">{html.escape(note)}</span>' if note else ""
 
     def update(
         self, clean: Any, ablated: Any, *, layer: int | None = None, heads: Sequence[int] = ()
@@ -627,5 +653,5 @@ class AblationView(View):
                 for t, p, q in zip(tokens, a, clean[ids], strict=True)
             ]
             self.figure.layout.yaxis = _bar_axis(tokens)
-            self.figure.layout.title.text = html.escape(f"{what}: {change}", quote=False)
+            self.figure.layout.title.text = _title(html.escape(f"{what}: {change}", quote=False))
         self.table = table.assign(clean=clean[ids], ablated=a)
