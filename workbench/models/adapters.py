@@ -65,6 +65,7 @@ class FamilyAdapter:
     unembed: str
     parallel_residual: bool
     final_softcap: float | None
+    attn_softcap: float | None
     n_layers: int
     n_heads: int
     n_kv_heads: int
@@ -98,6 +99,13 @@ def _cfg(config: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+def _from_config(config: Any, spec: Any) -> Any:
+    """A value given as ``"config.<attr>"`` read from the config, else ``spec`` itself."""
+    if isinstance(spec, str) and spec.startswith("config."):
+        return getattr(config, spec.split(".", 1)[1], None)
+    return spec
+
+
 def adapter_for(hf_model: Any, tokenizer: Any = None) -> FamilyAdapter:
     """The adapter of a loaded HF causal LM, with head counts read from its config."""
     arch = type(hf_model).__name__
@@ -119,20 +127,21 @@ def adapter_for(hf_model: Any, tokenizer: Any = None) -> FamilyAdapter:
     parallel = fam["parallel_residual"]
     if isinstance(parallel, str):  # "config.<attr>": read from the config
         parallel = bool(getattr(config, parallel.split(".", 1)[1], False))
-    softcap = fam.get("final_softcap")
-    if isinstance(softcap, str):  # "config.<attr>"
-        softcap = getattr(config, softcap.split(".", 1)[1], None)
+    softcap = _from_config(config, fam.get("final_softcap"))
+    attn_softcap = _from_config(config, fam.get("attn_softcap"))
     adds_bos = table["_adds_bos"].get(arch, False)
     if tokenizer is not None:
         adds_bos = tokenizer_adds_bos(tokenizer)
     fields = {k: fam[k] for k in FamilyAdapter.__dataclass_fields__ if k in fam}
     fields.pop("parallel_residual", None)
     fields.pop("final_softcap", None)
+    fields.pop("attn_softcap", None)
     return FamilyAdapter(
         architecture=arch,
         family=fam_name,
         parallel_residual=parallel,
         final_softcap=float(softcap) if softcap else None,
+        attn_softcap=float(attn_softcap) if attn_softcap else None,
         n_layers=_cfg(config, "num_hidden_layers", "n_layer"),
         n_heads=n_heads,
         n_kv_heads=n_kv,

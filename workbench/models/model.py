@@ -277,7 +277,8 @@ class WorkbenchModel:
         ``apply(resid) + bias == final_norm(resid)``, so the parts of a residual vector
         add up, through the norm, to what the model computes. LayerNorms are centred and
         divided by the standard deviation of ``resid``; RMS norms (any gain, e.g. Gemma's
-        ``1 + w``) by its root mean square. Checked on ``resid``; a norm this does not
+        ``1 + w``) by its root mean square; the divisor is read off the norm's own output,
+        so its epsilon is included. Checked on ``resid``; a norm this does not
         describe raises :class:`UnsupportedArchitectureError` rather than a wrong number.
 
         Example:
@@ -287,28 +288,28 @@ class WorkbenchModel:
         norm = self.final_norm
         x = resid.detach().to(self.device, torch.float32)
         d = x.shape[-1]
-        eps = float(getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6))
         with torch.no_grad():
             want = norm(resid.detach().to(self.device, self.dtype)[None]).float()[0]
-            if isinstance(norm, torch.nn.LayerNorm) or "LayerNorm" in type(norm).__name__:
-                sigma = torch.sqrt(x.var(unbiased=False) + eps)
+            centred = isinstance(norm, torch.nn.LayerNorm) or "LayerNorm" in type(norm).__name__
+            if centred:
                 w = getattr(norm, "weight", None)
                 b = getattr(norm, "bias", None)
                 gain = w.detach().float() if w is not None else torch.ones(d, device=x.device)
                 bias = b.detach().float() if b is not None else torch.zeros(d, device=x.device)
-
-                def apply(c: torch.Tensor) -> torch.Tensor:
-                    c = c.float()
-                    return gain * (c - c.mean(-1, keepdim=True)) / sigma
-
-            else:  # RMS norm: the gain is what it makes of a vector of ones (rms 1)
-                ones = torch.ones(1, d, device=self.device, dtype=self.dtype)
-                gain = norm(ones).float()[0] * (1.0 + eps) ** 0.5
-                sigma = torch.sqrt(x.pow(2).mean() + eps)
+                shape = gain * (x - x.mean())
+            else:  # RMS norm: its gain is what it makes of a vector of ones (any eps)
+                gain = norm(torch.ones(1, d, device=self.device, dtype=self.dtype)).float()[0]
                 bias = torch.zeros(d, device=x.device)
+                shape = gain * x
+            # the one scalar 1 / sigma(resid), read off the norm's own output (its eps
+            # included), so the frozen map reproduces it exactly
+            k = float((want - bias) @ shape / (shape @ shape).clamp_min(1e-30))
 
-                def apply(c: torch.Tensor) -> torch.Tensor:
-                    return gain * c.float() / sigma
+            def apply(c: torch.Tensor) -> torch.Tensor:
+                c = c.float()
+                if centred:
+                    c = c - c.mean(-1, keepdim=True)
+                return k * gain * c
 
             got = apply(x) + bias
         tol = 1e-3 if self.dtype == torch.float32 else 5e-2

@@ -141,6 +141,12 @@ def _qk_fix(
     src: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AtP* query and key attributions of one layer: ``[seq, heads]`` and ``[seq, kv]``."""
+    if model.adapter.attn_softcap:
+        raise AttributionError(
+            f"AtP*'s attention fix recomputes softmax(scale * q.k); {model.model_id} soft-caps "
+            f"its attention logits at {model.adapter.attn_softcap}, which the fix does not "
+            "model. Use qk_fix=False here."
+        )
     j = corrupt_cap.layer_index(layer)
     q_x = corrupt_cap.queries[j, 0].float()  # [H, s, dh]
     k_x = corrupt_cap.keys[j, 0].float()  # [kv, s, dh]
