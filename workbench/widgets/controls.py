@@ -302,14 +302,21 @@ class HeadToggles(widgets.HBox):
             b.observe(self._from_buttons, names="value")
 
     def _from_buttons(self, _change: dict) -> None:
-        self.value = [h for h, b in enumerate(self.buttons) if b.value]
+        if not getattr(self, "_syncing", False):
+            self.value = [h for h, b in enumerate(self.buttons) if b.value]
 
     @traitlets.observe("value")
     def _to_buttons(self, change: dict) -> None:
+        # Setting several buttons must not report the half-way states ([2] on the way from
+        # [1, 2] to []) as values of their own: each would start a recompute.
         on = set(change["new"])
-        for h, b in enumerate(self.buttons):
-            if b.value != (h in on):
-                b.value = h in on
+        self._syncing = True
+        try:
+            for h, b in enumerate(self.buttons):
+                if b.value != (h in on):
+                    b.value = h in on
+        finally:
+            self._syncing = False
 
 
 class TokenStrip(widgets.HTML):

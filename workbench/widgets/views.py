@@ -585,7 +585,7 @@ class AblationView(View):
         controls = [self.prompt] if owned else []
         super().__init__(fig, [*controls, self.layer, self.heads])
         self._clean_for: tuple[str, Any] | None = None  # (prompt, clean probs)
-        self._note = ""
+        self._note: tuple[str, int] | None = None  # (what was cleared, on which layer)
         # Before the recompute is wired: a head index means another head on a new layer, so
         # the toggles are cleared (and the view says so) rather than carried over silently.
         self.layer.observe(self._layer_changed, names="value")
@@ -599,7 +599,8 @@ class AblationView(View):
         if self.heads.value:
             self._note = (
                 f"layer {change['old']} → {change['new']}: head toggles "
-                f"{list(self.heads.value)} cleared (pick the heads of layer {change['new']})"
+                f"{list(self.heads.value)} cleared (pick the heads of layer {change['new']})",
+                change["new"],
             )
             self.heads.value = []
 
@@ -614,7 +615,10 @@ class AblationView(View):
         clean = self._clean(text)
         ablated = _array(self.compute(text, layer, heads)) if heads else clean
         self.update(clean, ablated, layer=layer, heads=heads)
-        note, self._note = self._note, ""
+        # The note stays until a head is toggled or the layer moves again.
+        if self._note is not None and (heads or self._note[1] != layer):
+            self._note = None
+        note = self._note[0] if self._note else ""
         self.status.value = f'<span style="color:#555">{html.escape(note)}</span>' if note else ""
 
     def update(
