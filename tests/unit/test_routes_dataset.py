@@ -167,3 +167,45 @@ def test_ioi_check_runs_on_a_model_without_the_circuit():
     assert check.n_prompts == 2 and 0.0 <= check.accuracy <= 1.0
     assert (check.heads["frequency"] == 0).all() and not check.passed
     assert set(check.roles.columns) == {"role", "heads", "found"}
+
+
+def _per_doc_stats(doc_graphs, graphs_per_doc=4):
+    """Stats of one head (layer 0, head 0) from per-document graph counts."""
+    docs = np.asarray(doc_graphs, dtype=float)[:, None]
+    n = len(doc_graphs)
+    frame = pd.DataFrame({"layer": [0], "head": [0], "graphs": [docs.sum()],
+                          "frequency": [docs.sum() / (graphs_per_doc * n)]})  # fmt: skip
+    per_doc = {"graphs": docs, "n_graphs": np.full(n, float(graphs_per_doc))}
+    return HeadRouteStats(frame, graphs_per_doc * n, n, 0.04, per_doc)
+
+
+def test_specialisation_is_named_only_where_the_interval_clears_the_margin():
+    # head on every graph of every code document, on none of the prose ones: clear
+    sure = domain_specialisation(
+        {"code": _per_doc_stats([4] * 20), "prose": _per_doc_stats([0] * 20)}
+    )
+    assert sure.loc[0, "specialised"] == "code"
+    assert sure.loc[0, "diff_low_c"] > 0.1
+    # the same mean difference carried by two documents out of ten: not supported
+    noisy = domain_specialisation(
+        {"code": _per_doc_stats([4, 4] + [0] * 8), "prose": _per_doc_stats([0] * 10)}
+    )
+    assert noisy.loc[0, "diff"] == pytest.approx(0.2)
+    assert noisy.loc[0, "diff_low_c"] < 0.1 < noisy.loc[0, "diff_high_c"]
+    assert noisy.loc[0, "specialised"] == "uncertain"
+
+
+def test_route_frequency_intervals_come_from_per_document_counts(tmp_path):
+    model = tiny("LlamaForCausalLM")
+    docs = ["The cat sat on the mat.", "def f(x):\n    return x + 1", "Hello, world!"]
+    stats = head_route_stats(model, docs, predictions_per_doc=2, max_length=32,
+                             cache_dir=tmp_path, progress=False)  # fmt: skip
+    f = stats.frame
+    assert stats.per_doc["graphs"].shape == (3, model.n_layers * model.n_heads)
+    assert np.allclose(stats.per_doc["graphs"].sum(0), f["graphs"])
+    ok = f["frequency_low"] <= f["frequency"] + 1e-12
+    assert (ok & (f["frequency"] <= f["frequency_high"] + 1e-12)).all()
+    assert "Only 3 documents" in stats.sample_warning()
+    again = head_route_stats(model, docs, predictions_per_doc=2, max_length=32,
+                             cache_dir=tmp_path, progress=False)  # fmt: skip
+    pd.testing.assert_frame_equal(again.frame, f)  # read back from the cache, same intervals

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -122,9 +123,17 @@ def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[np.ndar
     """The percentile interval of bootstrap ``draws`` ``[n_boot, ...]``: (low, high)."""
     _check_level(level)
     a = (1 - level) / 2
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # an all-NaN column (a class never seen) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanquantile(draws, [a, 1 - a], axis=0)
     return lo, hi
+
+
+def _nanstd(draws: np.ndarray) -> np.ndarray:
+    """Standard deviation over resamples (axis 0), NaN where a column has < 2 values."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(draws, axis=0, ddof=1)
 
 
 def corrected_interval(
@@ -139,8 +148,7 @@ def corrected_interval(
         raise UncertaintyError(f"m (the number of tests) must be at least 1, got {m}.")
     _check_level(1 - alpha)
     z = NormalDist().inv_cdf(1 - alpha / (2 * m))
-    with np.errstate(invalid="ignore"):
-        se = np.nanstd(draws, axis=0, ddof=1) if draws.shape[0] > 1 else np.zeros_like(estimate)
+    se = _nanstd(draws) if draws.shape[0] > 1 else np.zeros_like(estimate)
     est = np.asarray(estimate, dtype=np.float64)
     return est - z * se, est + z * se
 
@@ -226,8 +234,7 @@ class Bootstrap:
             return {"low": -inf, "high": inf, "se": inf, "low_c": -inf, "high_c": inf}
         lo, hi = percentile_interval(draws, self.level)
         lo_c, hi_c = corrected_interval(estimate, draws, m=m, alpha=self.alpha)
-        with np.errstate(invalid="ignore"):
-            se = np.nanstd(draws, axis=0, ddof=1)
+        se = _nanstd(draws)
         return {"low": lo, "high": hi, "se": se, "low_c": lo_c, "high_c": hi_c}
 
     def ratio(

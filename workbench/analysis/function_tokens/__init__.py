@@ -7,7 +7,10 @@ frequency         token ranking for any tokenizer, the 40% function-token set, Z
 bipartite         the streamed token→feature graph, degrees, coverage C(k), the Table-1 frame
 reactivation      contrastive prompts: features a later function token reactivates
 steering          SAE-feature steering at a function token, with the content/distant controls
-loss              mean loss by (current F/C → next F/C), on a model or over checkpoints
+loss              per-token losses (one model run), mean loss by (current F/C → next F/C)
+                  with document-bootstrap intervals, over checkpoints
+windows           packed windows with a document number per position
+sae_fit           each SAE's FVU / L0 / dead features on the analysed text
 tiny_lm           a small LM trained from scratch offline, its class losses over training
 presets           the notebook's named settings (quick, full, Gemma-2 + Gemma Scope), corpus
 ================  ===========================================================================
@@ -37,8 +40,10 @@ from workbench.analysis.function_tokens.frequency import (
 from workbench.analysis.function_tokens.loss import (
     CLASSES,
     LossDecomposition,
+    TokenLosses,
     loss_decomposition,
     loss_over_checkpoints,
+    per_token_losses,
     token_losses,
     transition_classes,
 )
@@ -57,6 +62,7 @@ from workbench.analysis.function_tokens.reactivation import (
     reactivated_features,
     steering_choice,
 )
+from workbench.analysis.function_tokens.sae_fit import POOR_FIT_FVU, fit_warning, sae_fit
 from workbench.analysis.function_tokens.steering import (
     control_positions,
     feature_steering,
@@ -65,9 +71,17 @@ from workbench.analysis.function_tokens.steering import (
     steering_table,
 )
 from workbench.analysis.function_tokens.tiny_lm import TinyLMConfig, TinyLMRun, train_tiny_lm
+from workbench.analysis.function_tokens.windows import PackedWindows, packed_windows
 
 __all__ = [
     "CLASSES",
+    "POOR_FIT_FVU",
+    "PackedWindows",
+    "TokenLosses",
+    "fit_warning",
+    "packed_windows",
+    "per_token_losses",
+    "sae_fit",
     "PAPER_TABLE1",
     "PRESETS",
     "Settings",

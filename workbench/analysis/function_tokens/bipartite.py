@@ -11,6 +11,15 @@ token counts, feature firing counts, and each feature's top-activating contexts 
 - **Coverage** C(k): the share of features reached by the k most frequent tokens,
   against all features and against the features that ever fire.
 
+**Uncertainty of C(k).** For the tracked tokens (the top 10 by default) the accumulator
+also keeps, per document, the features each one reaches there, and the features that
+fire there. C(k) is a union over documents, so a bootstrap resample (which holds about
+63% of the distinct documents) would always reach fewer features; instead the interval
+comes from random halves: over ``n_splits`` random splits of the documents into two
+disjoint halves, ``var(C) ≈ mean((C_A − C_B)²) / 4`` (the random-groups estimate), and the
+interval is ``C ± z · sd``. It says how much C(k) depends on which documents were read,
+not how it would grow with more text.
+
 Example:
     >>> graphs = build_graph(model, saes, docs, max_tokens=200_000)   # {layer: FeatureGraph}
     >>> graphs[14].coverage(k_max=10)[["k", "token", "pct_all", "pct_fired"]]
@@ -23,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -31,9 +41,10 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.analysis.function_tokens.errors import FunctionTokenError
+from workbench.analysis.function_tokens.windows import packed_windows
 from workbench.documents import as_documents
 from workbench.models.model import WorkbenchModel
-from workbench.sae.activations import residuals, window_batches
+from workbench.sae.activations import residuals
 from workbench.sae.model import SAE
 from workbench.tracing.provenance import Provenance, provenance_for
 
@@ -67,6 +78,23 @@ def _unpack_row(row: torch.Tensor, d_sae: int) -> torch.Tensor:
     return ((row[:, None] & _BITS) != 0).reshape(-1)[:d_sae]
 
 
+def _set_bits(flat: torch.Tensor, keys: torch.Tensor) -> None:
+    """Set bit ``key`` of the bitset ``flat`` (uint8, bit b of byte j is 8j + b) per key."""
+    keys = torch.unique(keys)
+    if not keys.numel():
+        return
+    byte = keys >> 3
+    bit = _BITS[(keys & 7)].to(torch.int32)
+    ub, inv = torch.unique(byte, return_inverse=True)
+    acc = torch.zeros(ub.numel(), dtype=torch.int32).index_add_(0, inv, bit)
+    flat[ub] |= acc.to(torch.uint8)  # distinct bits of one byte add up to their OR
+
+
+def _popcount(bits: np.ndarray) -> np.ndarray:
+    """Set bits along the last axis of a uint8 array."""
+    return _POPCOUNT.numpy()[bits].sum(-1)
+
+
 def sparse_codes(sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Non-zero SAE activations of ``x`` [n, d_in] as (rows [m], features [m], values [m]).
 
@@ -92,7 +120,15 @@ class GraphAccumulator:
     """
 
     def __init__(
-        self, vocab_size: int, d_sae: int, *, n_contexts: int = 8, before: int = 12, after: int = 3
+        self,
+        vocab_size: int,
+        d_sae: int,
+        *,
+        n_contexts: int = 8,
+        before: int = 12,
+        after: int = 3,
+        track: Sequence[int] | torch.Tensor | None = None,
+        n_docs: int = 0,
     ):
         self.vocab_size, self.d_sae = vocab_size, d_sae
         self.n_bytes = (d_sae + 7) // 8
@@ -104,6 +140,15 @@ class GraphAccumulator:
         self.top_vals = torch.full((d_sae, n_contexts), -torch.inf)
         self.top_ctx = torch.full((d_sae, n_contexts, width), -1, dtype=torch.int32)
         self.n_tokens = 0
+        # per document: features each tracked token reaches there, and features that fire
+        self.track = None if track is None else torch.as_tensor(track, dtype=torch.long)
+        k = 0 if self.track is None else int(self.track.numel())
+        self.slot = torch.full((vocab_size,), -1, dtype=torch.long)
+        if k:
+            self.slot[self.track] = torch.arange(k)
+        self.doc_bits = torch.zeros(n_docs, k, self.n_bytes, dtype=torch.uint8)
+        self.doc_fired = torch.zeros(n_docs, self.n_bytes, dtype=torch.uint8)
+        self.doc_tokens = torch.zeros(n_docs, dtype=torch.long)
 
     def update(
         self,
@@ -112,10 +157,12 @@ class GraphAccumulator:
         feats: torch.Tensor,
         vals: torch.Tensor,
         contexts: torch.Tensor | None = None,
+        docs: torch.Tensor | None = None,
     ) -> None:
         """Add ``tokens`` [n] whose non-zero activations are (rows, feats, vals) [m].
 
-        ``contexts`` [n, before + 1 + after] holds each token's snippet (ids, -1 = none).
+        ``contexts`` [n, before + 1 + after] holds each token's snippet (ids, -1 = none);
+        ``docs`` [n] the document of each token (for the per-document bitsets).
         """
         tokens = tokens.cpu().long()
         rows, feats, vals = rows.cpu().long(), feats.cpu().long(), vals.detach().float().cpu()
@@ -124,13 +171,18 @@ class GraphAccumulator:
         self.feature_counts += torch.bincount(feats, minlength=self.d_sae)
         # edges: set bit (token, feature); duplicates collapse in unique()
         tok = tokens[rows]
-        keys = torch.unique(tok * (self.n_bytes * 8) + feats)
-        byte = keys >> 3  # flat byte index into bits.view(-1)
-        bit = _BITS[(keys & 7)].to(torch.int32)
-        ub, inv = torch.unique(byte, return_inverse=True)
-        acc = torch.zeros(ub.numel(), dtype=torch.int32).index_add_(0, inv, bit)
-        flat = self.bits.view(-1)
-        flat[ub] |= acc.to(torch.uint8)  # distinct bits of one byte add up to their OR
+        width = self.n_bytes * 8
+        _set_bits(self.bits.view(-1), tok * width + feats)
+        if docs is not None and self.doc_tokens.numel():
+            docs = docs.cpu().long()
+            self.doc_tokens += torch.bincount(docs, minlength=self.doc_tokens.numel())
+            d = docs[rows]
+            _set_bits(self.doc_fired.view(-1), d * width + feats)
+            k = self.doc_bits.shape[1]
+            if k:
+                slot = self.slot[tok]
+                sel = slot >= 0
+                _set_bits(self.doc_bits.view(-1), (d[sel] * k + slot[sel]) * width + feats[sel])
         if contexts is not None and vals.numel():
             self._update_contexts(rows, feats, vals, contexts.cpu().to(torch.int32))
 
@@ -173,6 +225,9 @@ class GraphAccumulator:
             before=self.before,
             n_tokens=self.n_tokens,
             decode=decode,
+            tracked=None if self.track is None else self.track.clone(),
+            doc_bits=self.doc_bits[self.doc_tokens > 0].clone(),
+            doc_fired=self.doc_fired[self.doc_tokens > 0].clone(),
         )
 
 
@@ -191,6 +246,58 @@ class FeatureGraph:
     n_tokens: int
     decode: Callable[[int], str] = field(repr=False, default=str)
     provenance: Provenance | None = field(repr=False, default=None)
+    tracked: torch.Tensor | None = field(repr=False, default=None)  # [k] token ids
+    doc_bits: torch.Tensor | None = field(repr=False, default=None)  # [docs, k, n_bytes]
+    doc_fired: torch.Tensor | None = field(repr=False, default=None)  # [docs, n_bytes]
+
+    @property
+    def n_docs(self) -> int:
+        """Documents with at least one streamed token (0 when none were tracked)."""
+        return 0 if self.doc_fired is None else int(self.doc_fired.shape[0])
+
+    def coverage_intervals(
+        self, *, n_splits: int = 200, level: float = 0.95, seed: int = 0
+    ) -> pd.DataFrame:
+        """C(k) of the tracked tokens with random-halves intervals (see the module notes).
+
+        Columns: k, token_id, token, pct_all, pct_all_low, pct_all_high, pct_fired,
+        pct_fired_low, pct_fired_high, docs. Intervals are NaN with fewer than 2 documents.
+
+        Example:
+            >>> graphs[14].coverage_intervals()[["k", "token", "pct_all", "pct_all_low"]]
+        """
+        if self.tracked is None or self.doc_bits is None or not self.tracked.numel():
+            raise FunctionTokenError(
+                "This graph tracked no tokens per document, so C(k) has no interval; build "
+                "it with build_graph(..., track=freq.order()[:10])."
+            )
+        k = int(self.tracked.numel())
+        cov = self.coverage(k, order=self.tracked.tolist()).reset_index(drop=True)
+        n = self.n_docs
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        cov["docs"] = n
+        if n < 2:
+            for c in ("pct_all", "pct_fired"):
+                cov[f"{c}_low"] = cov[f"{c}_high"] = np.nan
+            return cov
+        bits = np.bitwise_or.accumulate(self.doc_bits.numpy(), axis=1)  # [docs, k, nb]
+        fired = self.doc_fired.numpy()
+        rng = np.random.default_rng(seed)
+        half_all, half_fired = [], []
+        for _ in range(n_splits):
+            perm = rng.permutation(n)
+            pair = []
+            for part in (perm[: n // 2], perm[n // 2 :]):
+                reach = _popcount(np.bitwise_or.reduce(bits[part], axis=0))  # [k]
+                n_fired = max(int(_popcount(np.bitwise_or.reduce(fired[part], axis=0))), 1)
+                pair.append((100 * reach / self.d_sae, 100 * reach / n_fired))
+            half_all.append(pair[0][0] - pair[1][0])
+            half_fired.append(pair[0][1] - pair[1][1])
+        for c, diffs in (("pct_all", half_all), ("pct_fired", half_fired)):
+            sd = np.sqrt(np.mean(np.square(diffs), axis=0) / 4)  # [k]
+            cov[f"{c}_low"] = (cov[c] - z * sd).clip(lower=0)
+            cov[f"{c}_high"] = (cov[c] + z * sd).clip(upper=100)
+        return cov
 
     # -- graph --------------------------------------------------------------------------
     def degrees(self) -> torch.Tensor:
@@ -307,13 +414,24 @@ def build_graph(
     length: int = 128,
     batch_size: int = 8,
     n_contexts: int = 8,
+    track: Sequence[int] | None = None,
     progress: bool = True,
 ) -> dict[int, FeatureGraph]:
     """Stream ``texts`` through ``model`` and every layer's SAE into one graph per layer.
 
     One early-stopped nnsight trace per batch reads every SAE's layer; the sink (window
-    position 0) is left out. Memory is fixed by the vocabulary and the SAE widths, not by
-    the number of tokens.
+    position 0) is left out. Memory is fixed by the vocabulary and the SAE widths, plus
+    ``len(track) + 1`` small bitsets per document for the C(k) intervals.
+
+    Args:
+        track: the tokens whose per-document features are kept for
+            :meth:`FeatureGraph.coverage_intervals` (default: the 10 most frequent
+            streamed tokens; pass the order you will read C(k) in, e.g.
+            ``freq.order()[:10]``).
+
+    Example:
+        >>> graphs = build_graph(model, saes, docs, max_tokens=20_000)
+        >>> graphs[14].coverage_intervals()
     """
     texts = as_documents(texts, "build_graph")
     if not saes:
@@ -329,26 +447,32 @@ def build_graph(
         raise FunctionTokenError(f"All SAEs must read the same site; got {sorted(sites)}.")
     site = sites.pop()
     vocab = max(len(model.tokenizer), model.adapter.vocab_size)
+    pw = packed_windows(model, texts, length=length, max_tokens=max_tokens)
+    if track is None:
+        streamed = torch.bincount(pw.ids[:, 1:].reshape(-1), minlength=vocab)
+        track = torch.argsort(-streamed, stable=True)[: min(10, int((streamed > 0).sum()))]
     accs = {
-        i: GraphAccumulator(vocab, sae.cfg.d_sae, n_contexts=n_contexts) for i, sae in saes.items()
+        i: GraphAccumulator(
+            vocab, sae.cfg.d_sae, n_contexts=n_contexts, track=track, n_docs=pw.n_docs
+        )
+        for i, sae in saes.items()
     }
     ctx_pad = (next(iter(accs.values())).before, next(iter(accs.values())).after)
-    bar = tqdm(total=max_tokens, desc="bipartite graph", unit="tok", disable=not progress)
+    total = pw.ids.shape[0] * (length - 1)  # whole windows: never past the bar's total
+    bar = tqdm(total=total, desc="bipartite graph", unit="tok", disable=not progress)
     t0 = time.perf_counter()
     try:
-        for batch in window_batches(
-            model, texts, length=length, batch_size=batch_size, max_tokens=max_tokens
-        ):
+        for batch, doc in pw.batches(batch_size):
             acts = residuals(model, batch, list(saes), site=site)
-            b, s = batch.shape
             tokens = batch[:, 1:].reshape(-1)  # sink left out
+            docs = doc[:, 1:].reshape(-1)
             padded = torch.nn.functional.pad(batch, ctx_pad, value=-1)  # [b, s + before + after]
             ctx = padded.unfold(1, sum(ctx_pad) + 1, 1)[:, 1:].reshape(-1, sum(ctx_pad) + 1)
             with torch.inference_mode():
                 for i, sae in saes.items():
                     x = acts[i][:, 1:].reshape(-1, model.d_model)
                     rows, feats, vals = sparse_codes(sae, x.to(sae.W_enc.device))
-                    accs[i].update(tokens, rows, feats, vals, ctx)
+                    accs[i].update(tokens, rows, feats, vals, ctx, docs)
             bar.update(tokens.numel())
     finally:
         bar.close()
@@ -418,11 +542,24 @@ def coverage_table(
         out[f"L{i} token"] = out["k"].map(cov["token"])
         out[f"L{i} % all"] = out["k"].map(cov["pct_all"]).round(1)
         out[f"L{i} % firing"] = out["k"].map(cov["pct_fired"]).round(1)
+        if _tracks(g, cov["token_id"].tolist()):
+            iv = g.coverage_intervals().set_index("k")
+            out[f"L{i} % all low"] = out["k"].map(iv["pct_all_low"]).round(1)
+            out[f"L{i} % all high"] = out["k"].map(iv["pct_all_high"]).round(1)
     for j, lay in enumerate(PAPER_TABLE1["layers"]):
         col = f"paper Gemma-2-9B L{lay} % all"
         out[col] = [PAPER_TABLE1[k][j] if k in PAPER_TABLE1 else np.nan for k in out["k"]]
     out.attrs["note"] = (
         "Paper: Gemma-2-9B with Gemma Scope SAEs; its top-1 token is '.'. Only the top-1 and "
-        "top-10 rows of the paper are filled in."
+        "top-10 rows of the paper are filled in. '% all low/high': 95% random-halves interval "
+        "over documents (how much C(k) depends on which documents were read)."
     )
     return out
+
+
+def _tracks(g: FeatureGraph, ids: list[int]) -> bool:
+    """Whether ``g`` kept per-document features for the first ``len(ids)`` of ``ids``."""
+    if g.tracked is None or g.n_docs < 2:
+        return False
+    t = g.tracked.tolist()
+    return len(ids) > 0 and t[: len(ids)] == ids

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.analysis.function_tokens.errors import FunctionTokenError
+from workbench.analysis.function_tokens.sae_fit import sae_fit
 from workbench.analysis.function_tokens.tiny_lm import TinyLMConfig
 from workbench.models.model import WorkbenchModel
 from workbench.sae.cache import cached_saes
@@ -171,14 +172,44 @@ def prepare_saes(
     s: Settings,
     texts: list[str],
     *,
+    analysed: list[str] | None = None,
     train: bool = True,
     progress: bool = True,
 ) -> tuple[dict[int, SAE], pd.DataFrame]:
     """The SAEs of ``s.layers`` (trained and cached, or fetched) and a table of their metrics.
 
-    Pretrained SAEs are measured on ``s.sae_tokens`` tokens of ``texts`` too, so the table
-    has FVU, L0 and dead features either way.
+    ``texts`` is the training text (and, for pretrained SAEs, where they are measured);
+    ``analysed`` the text the analysis reads (default: ``texts``). The table has the fit on
+    the training text (``fvu``, ``l0``, ``dead``: held-out tokens) and on the first
+    ``min(s.graph_tokens, 20_000)`` tokens of the analysed text (``fvu (analysed)``,
+    ``l0 (analysed)``, ``dead (analysed)``, ``poor_fit``: FVU above
+    :data:`~workbench.analysis.function_tokens.sae_fit.POOR_FIT_FVU`).
+
+    Example:
+        >>> saes, table = prepare_saes(lm, s, corpus(), analysed=my_texts)
+        >>> print(fit_warning(table))
     """
+    saes, table = _prepare(model, s, texts, train=train, progress=progress)
+    fit = sae_fit(
+        model,
+        saes,
+        texts if analysed is None else analysed,
+        n_tokens=min(s.graph_tokens, 20_000),
+        length=s.length,
+        batch_size=s.batch_size,
+        outlier_norm_ratio=s.sae.outlier_norm_ratio,
+        progress=progress,
+    )
+    for c in ("fvu", "l0", "dead"):
+        table[f"{c} (analysed)"] = fit[c]
+    table["poor_fit"] = fit["poor_fit"]
+    return saes, table
+
+
+def _prepare(
+    model: WorkbenchModel, s: Settings, texts: list[str], *, train: bool, progress: bool
+) -> tuple[dict[int, SAE], pd.DataFrame]:
+    """The SAEs and their metrics on their training text (see :func:`prepare_saes`)."""
     if s.sae_source == "train":
         saes, reports = cached_saes(
             model,

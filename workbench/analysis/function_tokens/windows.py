@@ -1,0 +1,123 @@
+"""Packed windows that remember which document each token came from.
+
+The same packing as :func:`workbench.sae.token_windows` (documents joined with the
+end-of-text token, cut into windows of ``length``, BOS first where the tokenizer adds
+one), plus a document number per position. It lets the analyses
+
+- keep per-document sums, which the document bootstrap resamples
+  (:mod:`workbench.analysis.uncertainty`);
+- tell a prediction that crosses a document boundary from one inside a document.
+
+The separator belongs to the document it ends; a BOS added at the start of a window
+belongs to none (``-1``).
+
+Example:
+    >>> pw = packed_windows(model, docs, length=128, max_tokens=20_000)
+    >>> pw.ids.shape, pw.doc.shape          # [windows, 128] each
+    >>> pw.crosses_boundary()               # [windows, 127] bool, per prediction
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from workbench.analysis.function_tokens.errors import FunctionTokenError
+from workbench.models.model import WorkbenchModel
+
+__all__ = ["PackedWindows", "packed_windows"]
+
+
+@dataclass
+class PackedWindows:
+    """Token ids ``[n, length]``, the document of each position ``[n, length]`` (-1: BOS),
+    the separator id (``None`` when the tokenizer has none) and the number of documents
+    read."""
+
+    ids: torch.Tensor
+    doc: torch.Tensor
+    separator: int | None
+    n_docs: int
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(ids, doc)`` batches of ``batch_size`` windows, in order."""
+        for i in range(0, self.ids.shape[0], batch_size):
+            yield self.ids[i : i + batch_size], self.doc[i : i + batch_size]
+
+    def crosses_boundary(self) -> torch.Tensor:
+        """``[n, length - 1]`` bool: prediction ``t -> t + 1`` involves the separator
+        (predicting it, or predicting the next document's first token from it) or joins two
+        documents."""
+        cur, nxt = self.doc[:, :-1], self.doc[:, 1:]
+        cross = (cur != nxt) & (cur >= 0)
+        if self.separator is not None:
+            sep = self.ids == self.separator
+            cross |= sep[:, :-1] | sep[:, 1:]
+        return cross
+
+
+def _pieces(
+    model: WorkbenchModel, texts: Iterable[str], length: int, max_tokens: int | None
+) -> Iterator[tuple[list[int], list[int], int]]:
+    """(ids, document per position, documents read) per window, packed as ``iter_windows``."""
+    if length < 2:
+        raise FunctionTokenError(
+            f"Windows need 2 or more tokens (a sink and one more); got length={length}."
+        )
+    tok = model.tokenizer
+    bos = tok.bos_token_id if model.adapter.adds_bos else None
+    sep = tok.eos_token_id
+    body = length - (1 if bos is not None else 0)
+    n_max = None if max_tokens is None else -(-max_tokens // (length - 1))
+    n = 0
+    buf: list[int] = []
+    owner: list[int] = []
+    for d, text in enumerate(texts):
+        ids = tok(text, add_special_tokens=False).input_ids
+        if sep is not None:
+            ids = [*ids, sep]
+        buf.extend(ids)
+        owner.extend([d] * len(ids))
+        while len(buf) >= body:
+            chunk, buf = buf[:body], buf[body:]
+            who, owner = owner[:body], owner[body:]
+            head = [bos] if bos is not None else []
+            yield head + chunk, [-1] * len(head) + who, d + 1
+            n += 1
+            if n_max is not None and n >= n_max:
+                return
+
+
+def packed_windows(
+    model: WorkbenchModel,
+    texts: Iterable[str],
+    *,
+    length: int = 128,
+    max_tokens: int | None = None,
+) -> PackedWindows:
+    """Pack ``texts`` into windows with a document number per position.
+
+    ``max_tokens`` caps the analysed tokens (every position after the first of a
+    window), rounded up to whole windows, exactly as :func:`workbench.sae.token_windows`.
+
+    Raises:
+        FunctionTokenError: the texts hold fewer tokens than one window.
+    """
+    ids, docs = [], []
+    for w, d, _ in _pieces(model, texts, length, max_tokens):
+        ids.append(w)
+        docs.append(d)
+    if not ids:
+        raise FunctionTokenError(
+            f"The texts hold fewer tokens than one window of {length}. Give more text or a "
+            "smaller window length."
+        )
+    doc = torch.tensor(docs, dtype=torch.long)
+    return PackedWindows(
+        torch.tensor(ids, dtype=torch.long),
+        doc,
+        model.tokenizer.eos_token_id,
+        int(doc.max()) + 1,
+    )
