@@ -23,6 +23,7 @@ from workbench.widgets.controls import (
     positive_int,
     threshold_slider,
 )
+from workbench.widgets.lab_view import InterventionLab
 from workbench.widgets.static import static_bundle, static_html
 from workbench.widgets.views import (
     AblationView,
@@ -40,6 +41,7 @@ __all__ = [
     "ControlValueError",
     "Debouncer",
     "HeadToggles",
+    "InterventionLab",
     "LogitLensView",
     "NextTokenView",
     "PromptBox",
