@@ -166,3 +166,30 @@ def test_metric_colour_range_does_not_depend_on_what_was_shown_before(first):
         assert (got.zmin, got.zmax, got.zmid) == (want.zmin, want.zmax, want.zmid)
         assert bool(got.zauto) == (want.zmin is None and want.zmax is None)
         assert got.colorscale == want.colorscale
+
+
+def test_interval_figure_and_scatter_draw_the_intervals():
+    import pandas as pd
+
+    from workbench.widgets.extreme_tokens_view import interval_figure, sink_ablation_scatter
+
+    t = pd.DataFrame(
+        {
+            "domain": ["code", "wiki"],
+            "layer": [15, 15],
+            "head": [3, 3],
+            "sink_mass": [0.6, 0.7],
+            "sink_mass_low": [0.5, 0.6],
+            "sink_mass_high": [0.7, 0.8],
+            "delta_zero": [0.03, 0.01],
+            "delta_zero_low": [0.01, -0.01],
+            "delta_zero_high": [0.05, 0.04],
+            "state": ["active", "uncertain"],
+        }
+    )
+    fig = interval_figure(t, "delta_zero", heads=[(15, 3)], cut=0.01)
+    assert [tr.name for tr in fig.data] == ["code", "wiki"]
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.02])
+    assert list(fig.data[1].error_y.arrayminus) == pytest.approx([0.02])
+    sc = sink_ablation_scatter(t)
+    assert list(sc.data[0].error_x.array) == pytest.approx([0.1])

@@ -120,3 +120,20 @@ def test_figures_take_results_and_reject_bad_frames():
         loss_curve_figure(pd.DataFrame({"step": [0]}))
     with pytest.raises(ViewDataError, match="missing"):
         contexts_html(pd.DataFrame({"activation": [1.0]}))
+
+
+def test_loss_class_and_coverage_figures_draw_intervals():
+    import pandas as pd
+
+    from workbench.widgets.function_tokens_view import coverage_figure, loss_class_figure
+
+    iv = pd.DataFrame(
+        {"class": ["F→F", "F→C", "C→F", "C→C"], "mean_loss": [1.0, 4.0, 2.0, 3.0],
+         "low": [0.9, 3.5, 1.8, 2.9], "high": [1.2, 4.4, 2.1, 3.1]}
+    )  # fmt: skip
+    fig = loss_class_figure(iv)
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.2, 0.4, 0.1, 0.1])
+    cov = pd.DataFrame({"k": [1, 2], "token": [".", ","], "pct_all": [10.0, 20.0],
+                        "pct_all_low": [8.0, 15.0], "pct_all_high": [12.0, 21.0]})  # fmt: skip
+    fig = coverage_figure({6: cov})
+    assert list(fig.data[0].error_y.arrayminus) == pytest.approx([2.0, 5.0])

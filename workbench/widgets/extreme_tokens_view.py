@@ -58,6 +58,7 @@ __all__ = [
     "HeadExplorer",
     "checkpoint_figure",
     "heads_domains_figure",
+    "interval_figure",
     "residual_norms_figure",
     "residual_peak_figure",
     "sink_ablation_scatter",
@@ -429,6 +430,8 @@ def sink_ablation_scatter(
             go.Scatter(  # SVG, not WebGL: markers on the range's edge are drawn whole
                 x=sub["sink_mass"],
                 y=np.clip(y, lo, hi),
+                error_x=_error_bars(sub, "sink_mass"),
+                error_y=_error_bars(sub, effect),
                 customdata=y,
                 mode="markers",
                 cliponaxis=False,
@@ -569,4 +572,71 @@ def checkpoint_figure(dynamics: pd.DataFrame, *, height: int = 420) -> go.Figure
     )
     fig.update_yaxes(log_axis(ratios), row=2, col=1)
     fig.update_layout(template=TEMPLATE, height=height, title={"text": "Over training"})
+    return fig
+
+
+def _error_bars(df: pd.DataFrame, value: str) -> dict | None:
+    """Plotly error bars from ``<value>_low`` / ``<value>_high`` columns (None without them)."""
+    lo, hi = f"{value}_low", f"{value}_high"
+    if lo not in df or hi not in df:
+        return None
+    v = df[value].to_numpy(dtype=np.float64)
+    up = np.nan_to_num(df[hi].to_numpy(dtype=np.float64) - v, nan=0.0, posinf=0.0)
+    down = np.nan_to_num(v - df[lo].to_numpy(dtype=np.float64), nan=0.0, posinf=0.0)
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": up.clip(min=0),
+        "arrayminus": down.clip(min=0),
+        "thickness": 1,
+        "width": 0,
+    }
+
+
+def interval_figure(
+    table: pd.DataFrame,
+    value: str = "delta_zero",
+    *,
+    heads: list[tuple[int, int]] | None = None,
+    cut: float | None = None,
+    height: int = 380,
+) -> go.Figure:
+    """``value`` per head and domain with its 95% interval (error bars), e.g. the ablation
+    effect of the heads a notebook talks about; ``cut`` draws the cut-off (and its negative
+    for effects).
+
+    Example:
+        >>> interval_figure(ad.table, "delta_zero", heads=[(15, 3)], cut=0.01)
+    """
+    _need(table, ["domain", "layer", "head", value], "interval_figure")
+    t = table
+    if heads is not None:
+        keep = set(heads)
+        t = t[[(int(l), int(h)) in keep for l, h in zip(t["layer"], t["head"], strict=True)]]
+    fig = go.Figure()
+    for i, (domain, sub) in enumerate(t.groupby("domain", sort=False)):
+        names = [f"L{int(l)}H{int(h)}" for l, h in zip(sub["layer"], sub["head"], strict=True)]
+        fig.add_trace(
+            go.Scatter(
+                x=names,
+                y=sub[value],
+                mode="markers",
+                name=str(domain),
+                marker={"color": DOMAIN_COLOURS[i % len(DOMAIN_COLOURS)], "size": 9},
+                error_y=_error_bars(sub, value),
+                text=sub["state"] if "state" in sub else None,
+                hovertemplate="%{x}: %{y:.4f} (%{text})<extra></extra>",
+            )
+        )
+    if cut is not None:
+        for c in (cut, -cut) if value.startswith("delta") else (cut,):
+            fig.add_hline(y=c, line={"dash": "dot", "color": "#888"})
+    label = METRICS.get(value, (value,))[0]
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        title={"text": wrap(f"{label} per head, with 95% document-bootstrap intervals", 90)},
+        scattermode="group",
+        yaxis={"title": {"text": label}},
+    )
     return fig

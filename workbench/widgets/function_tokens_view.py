@@ -41,6 +41,7 @@ __all__ = [
     "coverage_figure",
     "degree_figure",
     "document_coverage_figure",
+    "loss_class_figure",
     "loss_curve_figure",
     "zipf_figure",
 ]
@@ -190,6 +191,7 @@ def coverage_figure(curves: Mapping[int, pd.DataFrame], *, of: str = "pct_all") 
                 name=f"layer {layer}",
                 line_color=_COLOURS[j % len(_COLOURS)],
                 hovertext=[f"+{_label(t)}" for t in df["token"]],
+                error_y=_error_bars(df, of),
             )
         )
     what = "all features" if of == "pct_all" else "features that fire"
@@ -518,3 +520,41 @@ class FunctionTokensView:
         )
         bundle["text/plain"] = "FunctionTokensView (static copy; run the notebook to interact)"
         return bundle
+
+
+def _error_bars(df: pd.DataFrame, value: str) -> dict | None:
+    """Plotly error bars from ``<value>_low`` / ``<value>_high`` columns (None without them)."""
+    lo, hi = f"{value}_low", f"{value}_high"
+    if lo not in df or hi not in df:
+        return None
+    v = df[value].to_numpy(dtype=float)
+    up = np.nan_to_num(df[hi].to_numpy(dtype=float) - v, nan=0.0, posinf=0.0)
+    down = np.nan_to_num(v - df[lo].to_numpy(dtype=float), nan=0.0, posinf=0.0)
+    return {"type": "data", "symmetric": False, "array": up.clip(min=0),
+            "arrayminus": down.clip(min=0), "thickness": 1}  # fmt: skip
+
+
+def loss_class_figure(intervals: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Mean loss per class with 95% document-bootstrap intervals (``LossDecomposition.intervals``).
+
+    Example:
+        >>> loss_class_figure(dec.intervals)
+    """
+    _need(intervals, ["class", "mean_loss", "low", "high"], "loss_class_figure")
+    df = intervals.rename(columns={"low": "mean_loss_low", "high": "mean_loss_high"})
+    fig = go.Figure(
+        go.Bar(
+            x=df["class"],
+            y=df["mean_loss"],
+            marker_color=[_COLOURS[i % len(_COLOURS)] for i in range(len(df))],
+            error_y=_error_bars(df, "mean_loss"),
+            hovertemplate="%{x}: %{y:.3f} nats<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=340,
+        title=title or "Mean loss by (current → next) class, 95% intervals over documents",
+        yaxis={"title": {"text": "mean loss (nats)"}},
+    )
+    return fig

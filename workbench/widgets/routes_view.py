@@ -400,11 +400,12 @@ def specialisation_figure(df: pd.DataFrame, *, title: str | None = None) -> go.F
         )
     a, b = freq
     fig = go.Figure(layout={"template": TEMPLATE, "height": 480})
-    palette = {a[5:]: "#d62728", b[5:]: "#1f77b4", "shared": "#9e9e9e"}
+    palette = {a[5:]: "#d62728", b[5:]: "#1f77b4", "shared": "#9e9e9e", "uncertain": "#e0c060"}
     for label, part in df.groupby("specialised", sort=False):
         fig.add_trace(
             go.Scatter(
                 x=part[b], y=part[a], mode="markers", name=str(label),
+                error_x=_error_bars(part, b), error_y=_error_bars(part, a),
                 marker={"color": palette.get(label, "#333"), "size": 8, "opacity": 0.8},
                 hovertext=[f"L{r.layer} H{r.head}: z = {r.z:.1f}" for r in part.itertuples()],
                 hoverinfo="text",
@@ -416,7 +417,7 @@ def specialisation_figure(df: pd.DataFrame, *, title: str | None = None) -> go.F
                    line={"dash": "dot", "color": "#bbb"}, hoverinfo="skip")
     )  # fmt: skip
     fig.update_layout(
-        title={"text": title or "Route frequency per head: code against prose"},
+        title={"text": title or f"Route frequency per head: {a[5:]} against {b[5:]}"},
         xaxis={"title": {"text": f"frequency in {b[5:]} routes"}},
         yaxis={"title": {"text": f"frequency in {a[5:]} routes"}},
     )  # fmt: skip
@@ -648,3 +649,15 @@ class RoutesView(View):
         bundle["text/html"] = first["text/html"] + "".join(static_html(f) for f in figs[1:])
         bundle["text/plain"] = "RoutesView (static copy; run the notebook to interact)"
         return bundle
+
+
+def _error_bars(df: pd.DataFrame, value: str) -> dict | None:
+    """Plotly error bars from ``<value>_low`` / ``<value>_high`` columns (None without them)."""
+    lo, hi = f"{value}_low", f"{value}_high"
+    if lo not in df or hi not in df:
+        return None
+    v = df[value].to_numpy(dtype=float)
+    up = np.nan_to_num(df[hi].to_numpy(dtype=float) - v, nan=0.0, posinf=0.0)
+    down = np.nan_to_num(v - df[lo].to_numpy(dtype=float), nan=0.0, posinf=0.0)
+    return {"type": "data", "symmetric": False, "array": up.clip(min=0),
+            "arrayminus": down.clip(min=0), "thickness": 1, "width": 0}  # fmt: skip

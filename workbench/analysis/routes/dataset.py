@@ -305,6 +305,10 @@ def domain_specialisation(
     df = fa[["layer", "head"]].copy()
     df[f"freq_{a}"] = fa["frequency"].to_numpy()
     df[f"freq_{b}"] = fb["frequency"].to_numpy()
+    for name, f in ((a, fa), (b, fb)):
+        for k in ("low", "high"):
+            if f"frequency_{k}" in f:
+                df[f"freq_{name}_{k}"] = f[f"frequency_{k}"].to_numpy()
     df["diff"] = df[f"freq_{a}"] - df[f"freq_{b}"]
     n1, n2 = max(sa.n_graphs, 1), max(sb.n_graphs, 1)
     pooled = (fa["graphs"].to_numpy() + fb["graphs"].to_numpy()) / (n1 + n2)
