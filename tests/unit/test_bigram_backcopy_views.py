@@ -121,3 +121,16 @@ def test_scrubber_redraws_on_the_slider(run):
 def test_order_of_events_runs_on_real_probes(run):
     ev = order_of_events(run.probes, layer=1)
     assert set(ev) == {"backcopy learned", "sink mass", "sink logit", "value drain"}
+
+
+def test_scrubber_static_copy_carries_every_step_for_its_offline_slider(run):
+    import json
+
+    toks, trig = _toks(run)
+    view = TrainingScrubber(run.probes, run.snapshots, toks, trig, metric="attn_bos_L1")
+    page = view._repr_mimebundle_()["text/html"]
+    off = json.loads(page.split("var off = ", 1)[1].split(";\n", 1)[0].replace("<\\/", "</"))
+    assert off["dims"] == [5] and off["start"] == [4]  # the last step, the trained model
+    assert off["titles"] == [f"step {s}" for s in view.steps]
+    assert [u["2"]["x"] for u in off["updates"]] == [[s] for s in view.steps]
+    assert "the step slider works offline" in page

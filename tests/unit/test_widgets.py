@@ -345,7 +345,9 @@ def test_views_display_as_widget_plus_static_figure():
         assert "wb-static-figure" in b["text/html"] and "Plotly.newPlot" in b["text/html"]
         static = go.Figure(b["application/vnd.plotly.v1+json"])
         assert static.data[0].type == view.figure.data[0].type
-        assert view.static().to_dict()["data"] == view.figure.to_dict()["data"]
+        assert view.static().to_dict()["data"][0].get("z") == view.figure.to_dict()["data"][0].get(
+            "z"
+        )
     # plotly.js travels once per kernel, in the first static copy
     assert "plotly.js v" in b1["text/html"] and "plotly.js v" not in b2["text/html"]
     # the spec is embedded as JSON a script tag cannot be closed by
@@ -391,3 +393,78 @@ def test_widget_modules_never_import_models_or_nnsight():
                     assert not m.startswith(("nnsight", "workbench.models", "workbench.tracing")), (
                         f"{name} imports {m}"
                     )
+
+
+def _payload(page):
+    return json.loads(page.split("var off = ", 1)[1].split(";\n", 1)[0].replace("<\\/", "</"))
+
+
+def test_attention_static_copy_switches_layer_and_head_offline():
+    a = _attn(n_layers=2, n_heads=3, n=4)
+    view = wbw.AttentionView(a, list("abcd"), layer=1, head=2)
+    page = view._repr_mimebundle_()["text/html"]
+    off = _payload(page)
+    assert off["dims"] == [2, 3] and off["start"] == [1, 2] and off["names"] == ["layer", "head"]
+    assert "layer and head work offline" in page and "controls(el)" in page
+    q = np.frombuffer(base64.b64decode(off["data"]), dtype="<u2").reshape(2, 3, 4, 4)
+    got = np.where(q > off["top"], np.nan, q / off["top"])
+    np.testing.assert_allclose(got, np.where(np.triu(np.ones((4, 4)), 1) > 0, np.nan, a), atol=1e-4)
+    assert off["titles"][5] == "Attention, layer 1 head 2"
+
+
+def test_offline_data_past_the_budget_leaves_a_fixed_copy_that_says_so():
+    frames = static_mod.OfflineFrames([("step", ["0", "1"])], np.zeros((2, 3, 3)))
+    assert frames.payload(budget=10) is None
+    assert frames.payload(budget=100)["dtype"] == "u2"
+    assert frames.payload(budget=40)["dtype"] == "u1"  # 8-bit when 16-bit will not fit
+    page = static_mod.static_html(go.Figure(go.Heatmap(z=[[1]])), offline=frames)
+    assert "var off" in page
+    big = static_mod.OfflineFrames([("step", ["0"])], np.zeros((1, 1300, 1300)))
+    page = static_mod.static_html(go.Figure(go.Heatmap(z=[[1]])), offline=big)
+    assert "var off" not in page and "past the offline size budget" in page
+
+
+_NODE_HARNESS = """
+var calls = [], inputs = [];
+function fake(tag) { return { tag: tag, style: {}, children: [], value: 0,
+  appendChild: function (c) { this.children.push(c); },
+  setAttribute: function (k, v) { this[k] = v; },
+  addEventListener: function (ev, fn) { (this.ls = this.ls || {})[ev] = fn; } }; }
+var el = fake("div"); el.parentNode = { insertBefore: function () {} };
+global.document = { getElementById: function () { return el; }, createElement: function (t) {
+  var f = fake(t); if (t === "select" || t === "input") { inputs.push(f); } return f; } };
+global.atob = function (s) { return Buffer.from(s, "base64").toString("binary"); };
+global.window = { Plotly: {
+  newPlot: function () { return Promise.resolve(); },
+  restyle: function (e, u, t) { calls.push(["restyle", u, t]); },
+  relayout: function (e, u) { calls.push(["relayout", u]); } } };
+SCRIPT
+setTimeout(function () {
+  inputs[0].value = 1; inputs[1].value = 2; inputs[1].ls.change();
+  var r = calls.filter(function (c) { return c[0] === "restyle"; })[0];
+  var t = calls.filter(function (c) { return c[0] === "relayout"; })[0];
+  console.log(JSON.stringify({n: inputs.length, z: r[1].z[0], title: t[1]["title.text"]}));
+}, 10);
+"""
+
+
+def test_offline_pickers_redraw_the_map_in_javascript(tmp_path):
+    """The static copy's script, run in node with a stub DOM and Plotly: picking layer 1
+    head 2 restyles the heatmap with that head's pattern and retitles it."""
+    import re
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    a = _attn(n_layers=2, n_heads=3, n=4)
+    page = wbw.AttentionView(a, list("abcd"))._repr_mimebundle_()["text/html"]
+    script = re.findall(r'<script type="text/javascript">(.*?)</script>', page, re.S)[-1]
+    (tmp_path / "h.js").write_text(_NODE_HARNESS.replace("SCRIPT", script))
+    out = subprocess.run([node, str(tmp_path / "h.js")], capture_output=True, text=True, timeout=30)
+    got = json.loads(out.stdout)
+    assert got["n"] == 2 and got["title"] == "Attention, layer 1 head 2"
+    z = np.array([[np.nan if v is None else v for v in row] for row in got["z"]])
+    want = np.where(np.triu(np.ones((4, 4)), 1) > 0, np.nan, a[1, 2])
+    np.testing.assert_allclose(z, want, atol=1e-4)

@@ -21,6 +21,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from workbench.widgets.layout import COLORBAR_PX, colorbar, panel_domains, token_axis
+from workbench.widgets.static import OfflineFrames
 from workbench.widgets.views import View, ViewDataError
 
 __all__ = [
@@ -449,6 +450,22 @@ class TrainingScrubber(View):
         super().__init__(fig, [self.slider])
         self.update(start)
         self.slider.observe(lambda change: self.update(change["new"]), names="value")
+
+    def offline(self) -> OfflineFrames | None:
+        """Every snapshot, so the step slider works in the static copy (no kernel)."""
+        z = np.stack(
+            [np.asarray(self._snapshots[s], dtype=np.float64)[self._layer] for s in self.steps]
+        )
+        return OfflineFrames(
+            controls=[("step", [str(s) for s in self.steps])],
+            z=z,
+            start=[self.steps.index(int(self.slider.value))],
+            titles=[f"step {s}" for s in self.steps],
+            updates=[
+                {2: {"x": [s], "y": [_at(self._probes, self._metric, s)]}} for s in self.steps
+            ],
+            note="the step slider works offline (no kernel)",
+        )
 
     def update(self, step: int) -> None:
         """Show the snapshot of ``step`` (one of ``self.steps``)."""

@@ -53,7 +53,7 @@ from workbench.widgets.layout import (
     token_label,
     wrap,
 )
-from workbench.widgets.static import static_bundle
+from workbench.widgets.static import OfflineFrames, static_bundle
 
 __all__ = [
     "AblationView",
@@ -130,9 +130,15 @@ class View:
         """A plain ``go.Figure`` copy of the figure as it is now."""
         return go.Figure(self.figure.to_dict())
 
+    def offline(self) -> OfflineFrames | None:
+        """Frames that let the static copy's controls work with no kernel (``None``: none)."""
+        return None
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle = dict(self.widget._repr_mimebundle_())
-        bundle.update(static_bundle(self.static()))
+        frames = self.offline()
+        caption = "" if frames is not None else "static copy: run the notebook to interact"
+        bundle.update(static_bundle(self.static(), offline=frames, caption=caption))
         bundle["text/plain"] = f"{type(self).__name__} (static copy; run the notebook to interact)"
         return bundle
 
@@ -487,6 +493,36 @@ class AttentionView(View):
         if layer not in self._layers:
             raise ViewDataError(f"Layer {layer} was not captured; captured: {self._layers}.")
         return self._layers.index(layer)
+
+    def static(self) -> go.Figure:
+        fig = super().static()
+        toks = self.tokens
+        n = len(toks)
+        # hover reads the value from z, so it stays right when the offline pickers switch
+        fig.data[0].customdata = [
+            [f"{toks[q]!r} → {toks[k]!r}" for k in range(n)] for q in range(n)
+        ]
+        fig.data[0].hovertemplate = "%{customdata}: %{z:.3f}<extra></extra>"
+        return fig
+
+    def offline(self) -> OfflineFrames | None:
+        """Every layer and head of the prompt, so both pickers work in the static copy."""
+        a = np.array(self.attn, dtype=np.float64)  # [layer, head, query, key]
+        n = a.shape[-1]
+        a[..., np.triu(np.ones((n, n), dtype=bool), k=1)] = np.nan  # later keys: blank
+        layers = self._layers if self._layers is not None else list(range(a.shape[0]))
+        titles = [f"Attention, layer {lyr} head {h}" for lyr in layers for h in range(a.shape[1])]
+        return OfflineFrames(
+            controls=[
+                ("layer", [str(x) for x in layers]),
+                ("head", list(map(str, range(a.shape[1])))),
+            ],
+            z=a,
+            start=[self.layer.value, self.head.value],
+            titles=titles,
+            note="layer and head work offline (no kernel); the prompt and the token strip "
+            "need the notebook",
+        )
 
     @property
     def layer_number(self) -> int:
