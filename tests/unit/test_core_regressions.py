@@ -174,3 +174,12 @@ def test_captured_and_lens_logits_softcap_like_hf():
     torch.testing.assert_close(cap.logits, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.logits_of(cap.resid_post[-1]), want, atol=1e-5, rtol=1e-5)
     assert want.abs().max() <= 0.5
+
+
+def test_an_sae_for_another_width_is_named_at_encode():
+    from workbench.sae import SAE, SAEConfig
+    from workbench.sae.model import SAEConfigError
+
+    sae = SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4))
+    with pytest.raises(SAEConfigError, match="d_in = 32"):
+        sae.encode(torch.zeros(2, 48))

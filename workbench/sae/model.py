@@ -126,6 +126,12 @@ class SAE(nn.Module):
     # -- encode ---------------------------------------------------------------------------
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - b_dec) @ W_enc + b_enc``: [..., d_in] -> [..., d_sae]."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise SAEConfigError(
+                f"This SAE reads vectors of d_in = {self.cfg.d_in} ({self.cfg.hook_name!r}), "
+                f"but got [..., {x.shape[-1]}]: it was trained on another model or site. Use an "
+                "SAE trained on this model's residual stream (d_model), or train one."
+            )
         x = x.to(self.W_enc.dtype)
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
