@@ -20,8 +20,9 @@ from workbench.analysis.extreme_tokens.report import PAPER
 def test_presets_and_overrides():
     s = settings("cpu")
     assert s.model is None and s.device == "cpu"
-    assert s.sweep_layers(30) == [0, 5, 10, 15, 20, 25]
-    assert settings("cpu", sweep_layer_step=1, scan_docs=None).sweep_layers(3) == [0, 1, 2]
+    assert s.sweep_layers(30) == [5, 15, 25]
+    one = settings("cpu", sweep_layer_step=1, sweep_layer_start=0, scan_docs=None)
+    assert one.sweep_layers(3) == [0, 1, 2]
     assert settings("cpu", scan_docs=None).scan_docs == s.scan_docs  # None keeps the preset
     gpu = settings("llama-2-7b")
     assert (gpu.device, gpu.explore) == ("cuda", (16, 25))

@@ -640,6 +640,7 @@ def active_dormant(
     batch_size: int = 4,
     max_length: int = 64,
     copies_per_pass: int | None = None,
+    modes: Sequence[str] = MODES,
     sink_threshold: float = 0.5,
     effect_threshold: float = 0.01,
     bootstrap: Bootstrap | None = None,
@@ -647,7 +648,9 @@ def active_dormant(
 ) -> ActiveDormant:
     """Sink mass (scan) and ablation effects (fast sweep, zero and sink) per head and domain.
 
-    Both come from the same documents; each document's sums are kept, so the intervals
+    ``modes`` are the ablations swept (``"zero"`` decides the states; ``"sink"`` adds
+    ``delta_sink``; sweeping only ``"zero"`` halves the cost). Both come from the same
+    documents; each document's sums are kept, so the intervals
     (document bootstrap, ``bootstrap``) cost no extra model run. States are given only
     where the Bonferroni-corrected intervals clear the cut-offs (see
     :func:`classify_heads`).
@@ -661,6 +664,7 @@ def active_dormant(
         EmptyDomainError: a domain without documents.
     """
     _check_domains(domains)
+    modes = _check_modes(modes)
     boot = bootstrap or Bootstrap()
     layer_ids = _layer_list(model, layers)
     found = {}
@@ -680,6 +684,7 @@ def active_dormant(
         sweep = sweep_documents(
             model,
             docs,
+            modes=modes,
             layers=layer_ids,
             sink=sink,
             batch_size=batch_size,

@@ -96,7 +96,10 @@ def paper_comparison(
         a, b = ad.domains[:2]
         counts = ad.table.groupby("domain")["state"].value_counts().unstack(fill_value=0)
         states = "; ".join(
-            f"{d}: " + ", ".join(f"{counts.loc[d].get(k, 0)} {k}" for k in ("active", "dormant"))
+            f"{d}: "
+            + ", ".join(
+                f"{counts.loc[d].get(k, 0)} {k}" for k in ("active", "dormant", "uncertain")
+            )
             for d in counts.index
         )
         top = ad.most_domain_specific(1).iloc[0]
@@ -110,15 +113,26 @@ def paper_comparison(
             )
         n_ad = len(ad.most_domain_specific(len(ad.table), active_dormant_only=True))
         text += (
-            f". {n_ad} swept heads are dormant on one domain and active on the other ({states})."
+            f". {n_ad} swept heads are dormant on one domain and active on the other, each "
+            f"state backed by its corrected interval ({states})."
         )
+        warn = ad.sample_warning() if hasattr(ad, "sample_warning") else ""
+        if warn:
+            text += " " + warn
         rows.append(("active-dormant", text))
     return pd.DataFrame([{"phenomenon": k, "paper": PAPER[k], "this model": v} for k, v in rows])
 
 
 def _describe(row: Any, a: str, b: str) -> str:
+    def effect(d: str) -> str:
+        v = f"{row[f'delta_zero_{d}']:+.3f}"
+        lo, hi = f"delta_zero_low_{d}", f"delta_zero_high_{d}"
+        if lo in row and hi in row:
+            v += f" [{row[lo]:+.3f}, {row[hi]:+.3f}]"
+        return v
+
     return (
         f"L{int(row['layer'])}H{int(row['head'])} (sink mass {row[f'sink_mass_{a}']:.2f} on {a} "
-        f"vs {row[f'sink_mass_{b}']:.2f} on {b}; ablation effect {row[f'delta_zero_{a}']:+.3f} "
-        f"vs {row[f'delta_zero_{b}']:+.3f} nats)"
+        f"vs {row[f'sink_mass_{b}']:.2f} on {b}; ablation effect {effect(a)} on {a} vs "
+        f"{effect(b)} on {b} nats, 95% intervals)"
     )

@@ -415,6 +415,7 @@ def build_graph(
     batch_size: int = 8,
     n_contexts: int = 8,
     track: Sequence[int] | None = None,
+    max_doc_tokens: int | None = None,
     progress: bool = True,
 ) -> dict[int, FeatureGraph]:
     """Stream ``texts`` through ``model`` and every layer's SAE into one graph per layer.
@@ -428,6 +429,8 @@ def build_graph(
             :meth:`FeatureGraph.coverage_intervals` (default: the 10 most frequent
             streamed tokens; pass the order you will read C(k) in, e.g.
             ``freq.order()[:10]``).
+        max_doc_tokens: read only the first tokens of each document, so the budget
+            spans more documents (see :func:`packed_windows`).
 
     Example:
         >>> graphs = build_graph(model, saes, docs, max_tokens=20_000)
@@ -447,7 +450,9 @@ def build_graph(
         raise FunctionTokenError(f"All SAEs must read the same site; got {sorted(sites)}.")
     site = sites.pop()
     vocab = max(len(model.tokenizer), model.adapter.vocab_size)
-    pw = packed_windows(model, texts, length=length, max_tokens=max_tokens)
+    pw = packed_windows(
+        model, texts, length=length, max_tokens=max_tokens, max_doc_tokens=max_doc_tokens
+    )
     if track is None:
         streamed = torch.bincount(pw.ids[:, 1:].reshape(-1), minlength=vocab)
         track = torch.argsort(-streamed, stable=True)[: min(10, int((streamed > 0).sum()))]

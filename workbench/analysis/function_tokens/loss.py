@@ -294,15 +294,19 @@ def per_token_losses(
     max_tokens: int = 20_000,
     length: int = 128,
     batch_size: int = 8,
+    max_doc_tokens: int | None = None,
     progress: bool = True,
 ) -> TokenLosses:
     """Run ``model`` once over packed windows of ``texts`` and keep every prediction's loss.
 
     The sink's own prediction (window position 0) is dropped; predictions across a
-    document boundary are kept but marked (``boundary``).
+    document boundary are kept but marked (``boundary``). ``max_doc_tokens`` reads only
+    the first tokens of each document (see :func:`packed_windows`).
     """
     texts = as_documents(texts, "per_token_losses")
-    pw = packed_windows(model, texts, length=length, max_tokens=max_tokens)
+    pw = packed_windows(
+        model, texts, length=length, max_tokens=max_tokens, max_doc_tokens=max_doc_tokens
+    )
     cross = pw.crosses_boundary()[:, 1:]  # drop the prediction made at the sink
     parts: dict[str, list[torch.Tensor]] = {"loss": [], "current": [], "next": [], "doc": []}
     total = pw.ids.shape[0] * (length - 1)
@@ -347,6 +351,7 @@ def loss_decomposition(
     max_tokens: int = 20_000,
     length: int = 128,
     batch_size: int = 8,
+    max_doc_tokens: int | None = None,
     bootstrap: Bootstrap | None = None,
     progress: bool = True,
 ) -> LossDecomposition:
@@ -361,6 +366,7 @@ def loss_decomposition(
         max_tokens=max_tokens,
         length=length,
         batch_size=batch_size,
+        max_doc_tokens=max_doc_tokens,
         progress=progress,
     )
     return tl.decompose(function_ids, bootstrap=bootstrap)

@@ -58,6 +58,9 @@ class Settings:
     length: int = 128
     batch_size: int = 8
     loss_tokens: int = 1_000
+    # first tokens read per document by the graph and the loss table (None: whole
+    # documents); a budget then spans more documents, which the intervals resample
+    doc_tokens: int | None = None
     lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     pythia: str = "EleutherAI/pythia-160m"
     pythia_revisions: tuple[str, ...] = (
@@ -76,7 +79,8 @@ PRESETS: dict[str, Settings] = {
         sae_tokens=4_000,
         sae=TrainConfig(d_sae=512, k=32, batch_size=512, epochs=4, lr=2e-3, log_every=5),
         graph_tokens=2_000,
-        loss_tokens=1_000,
+        loss_tokens=4_000,
+        doc_tokens=128,
         lm=TinyLMConfig(steps=30, batch_size=8, n_checkpoints=4, eval_windows=32, time_limit_s=120),
     ),
     "full": Settings(
@@ -85,6 +89,7 @@ PRESETS: dict[str, Settings] = {
         sae=TrainConfig(d_sae=2048, k=64, batch_size=1024, epochs=10, lr=1e-3, time_limit_s=420),
         graph_tokens=200_000,
         loss_tokens=20_000,
+        doc_tokens=1_000,
         lm=TinyLMConfig(steps=1500, n_checkpoints=10, time_limit_s=15 * 60),
     ),
     "gemma-2-9b": Settings(

@@ -59,7 +59,11 @@ class PackedWindows:
 
 
 def _pieces(
-    model: WorkbenchModel, texts: Iterable[str], length: int, max_tokens: int | None
+    model: WorkbenchModel,
+    texts: Iterable[str],
+    length: int,
+    max_tokens: int | None,
+    max_doc_tokens: int | None = None,
 ) -> Iterator[tuple[list[int], list[int], int]]:
     """(ids, document per position, documents read) per window, packed as ``iter_windows``."""
     if length < 2:
@@ -76,6 +80,8 @@ def _pieces(
     owner: list[int] = []
     for d, text in enumerate(texts):
         ids = tok(text, add_special_tokens=False).input_ids
+        if max_doc_tokens is not None:
+            ids = ids[:max_doc_tokens]
         if sep is not None:
             ids = [*ids, sep]
         buf.extend(ids)
@@ -96,17 +102,23 @@ def packed_windows(
     *,
     length: int = 128,
     max_tokens: int | None = None,
+    max_doc_tokens: int | None = None,
 ) -> PackedWindows:
     """Pack ``texts`` into windows with a document number per position.
 
     ``max_tokens`` caps the analysed tokens (every position after the first of a
     window), rounded up to whole windows, exactly as :func:`workbench.sae.token_windows`.
+    ``max_doc_tokens`` keeps only the first tokens of each document, so that a token
+    budget spans more documents (more documents, tighter bootstrap intervals); ``None``
+    packs whole documents, identical to ``token_windows``.
 
     Raises:
         FunctionTokenError: the texts hold fewer tokens than one window.
     """
     ids, docs = [], []
-    for w, d, _ in _pieces(model, texts, length, max_tokens):
+    if max_doc_tokens is not None and max_doc_tokens < 1:
+        raise FunctionTokenError(f"max_doc_tokens must be at least 1, got {max_doc_tokens}.")
+    for w, d, _ in _pieces(model, texts, length, max_tokens, max_doc_tokens):
         ids.append(w)
         docs.append(d)
     if not ids:
