@@ -88,12 +88,12 @@ def lab(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(QUICKSTART, root / QUICKSTART.name)  # the server autosaves: never the repo copy
-    # The notebook names the kernel "python3": make that this interpreter (the .venv).
+    # The notebook names the project's kernel "workbench": make that this interpreter.
     _write_json(
-        tmp_path / "data" / "kernels" / "python3" / "kernel.json",
+        tmp_path / "data" / "kernels" / "workbench" / "kernel.json",
         {
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (ipykernel)",
+            "display_name": "workbench (.venv)",
             "language": "python",
         },
     )
@@ -258,7 +258,7 @@ def test_quickstart_runs_and_its_widgets_respond(lab, tmp_path):
 
             # 3. typing a prompt recomputes the next-token bars once typing stops
             nxt = page.locator(".jp-CodeCell", has_text="wbw.NextTokenView(")
-            box = nxt.locator(".widget-text input").first
+            box = nxt.locator(".widget-textarea textarea").first  # PromptBox keeps newlines
             before_x = _trace(nxt, "x")
             box.click()
             box.press("End")

@@ -91,6 +91,9 @@ def test_combined_view_links_clicks_and_has_a_static_copy():
     bundle = view._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "wb-static-figure" in bundle["text/html"] and "wb-contexts" in bundle["text/html"]
+    # every panel in the static copy: both charts, the contexts and the steered text
+    assert bundle["text/html"].count('class="wb-static-figure"') == 2
+    assert "steered ×" in bundle["text/html"]
 
 
 def test_figures_take_results_and_reject_bad_frames():

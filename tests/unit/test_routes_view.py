@@ -123,6 +123,7 @@ def test_export_has_static_copies_of_both_figures(routes):
     assert {"text/html", "application/vnd.plotly.v1+json", "text/plain"} <= set(bundle)
     html = bundle["text/html"]
     assert html.count('class="wb-static-figure"') == 2
+    assert 'class="wb-routes" style="display:flex' in html  # the detail beside the graph
     assert "Route graph" in html and "Layer 0, head 0" in html
     figs = view.static_figures()
     assert all(isinstance(f, go.Figure) for f in figs) and len(figs) == 2

@@ -646,7 +646,15 @@ class RoutesView(View):
         bundle = dict(self.widget._repr_mimebundle_())
         first = static_bundle(figs[0])
         bundle[PLOTLY_MIME] = first[PLOTLY_MIME]
-        bundle["text/html"] = first["text/html"] + "".join(static_html(f) for f in figs[1:])
+        # graph and detail side by side, as in the live view (a copy keeps both panels)
+        detail = "".join(static_html(f) for f in figs[1:])
+        bundle["text/html"] = (
+            '<div class="wb-static-caption" style="font: 12px sans-serif; color: #666">static '
+            "copy: run the notebook to move τ or click nodes and edges</div>"
+            '<div class="wb-routes" style="display:flex; gap:8px; align-items:flex-start">'
+            f'<div style="flex:{GRAPH_SHARE * 10:g} 1 0%; min-width:0">{first["text/html"]}</div>'
+            f'<div style="flex:{DETAIL_SHARE * 10:g} 1 0%; min-width:0">{detail}</div></div>'
+        )
         bundle["text/plain"] = "RoutesView (static copy; run the notebook to interact)"
         return bundle
 
