@@ -320,6 +320,33 @@ class ExtremeTokenScan:
             **self.interval_summary(),
         }
 
+    def findings(self) -> str:
+        """What the intervals support, in sentences computed from this scan.
+
+        Example:
+            >>> print(scan.findings())
+        """
+        summ = self.interval_summary()
+        if not summ:
+            return "No intervals: this scan kept no per-document sums."
+        t = self.sink_threshold
+        text = (
+            f"{summ[f'sink heads (interval > {t})']} of {len(self.heads)} heads are sink heads "
+            f"(corrected interval of the sink mass above {t}), "
+            f"{summ[f'not sink heads (interval < {t})']} surely are not, "
+            f"{summ['uncertain heads']} are uncertain; the sink's residual norm peaks at "
+            f"{self.summary_ratio():.0f}x the median token after layer {self.peak_layer()} "
+            f"(95% interval {summ['peak_resid_ratio 95% interval']}x; {self.n_prompts} documents)."
+        )
+        if summ["sample warning"] != "none":
+            text += " " + summ["sample warning"]
+        return text
+
+    def summary_ratio(self) -> float:
+        """The sink / median residual-norm ratio at the peak layer."""
+        r = self.residual
+        return float(r.loc[r["layer"] == self.peak_layer(), "ratio"].iloc[0])
+
     def interval_summary(self) -> dict[str, Any]:
         """Sink-head counts the corrected intervals support, the peak's interval, a warning."""
         if "sink_head" not in self.heads:

@@ -106,7 +106,7 @@ def residual_peak_sources(
     sink: Sink = "auto",
     batch_size: int = 8,
     max_length: int = 64,
-    progress: bool = False,
+    progress: bool = True,
 ) -> ResidualPeak:
     """Zero each block of ``layers`` in turn and read the sink's residual norm at ``at_layer``.
 
