@@ -667,23 +667,16 @@ def _mark(path: Path) -> None:
 def export_html(notebook: str | Path, dest: str | Path | None = None) -> Path:
     """Export an executed notebook to a self-contained HTML page; return its path.
 
-    Widget state is dropped, so that every live view falls back to the static plotly copy
-    stored next to it (a widget would need the kernel, or a CDN, to draw); figures shown
-    as plotly JSON only (``fig.show()``) get a static copy too. plotly.js is inlined once
-    if no output carries it already.
+    The page makes no network request (see :func:`workbench.widgets.export.notebook_page`):
+    every live view falls back to its static copy, progress bars show their final state,
+    math renders without MathJax, and plotly.js is inlined once.
     """
     import nbformat
-    from nbconvert import HTMLExporter
 
-    from workbench.widgets.static import add_static_copies, ensure_plotlyjs
+    from workbench.widgets.export import notebook_page
 
     src = Path(notebook)
     dest = Path(dest) if dest is not None else src.with_suffix(".html")
-    nb = nbformat.read(src, as_version=4)
-    nb.metadata.pop("widgets", None)
-    add_static_copies(nb)
-    page, _ = HTMLExporter(template_name="lab").from_notebook_node(
-        nb, resources={"metadata": {"name": src.stem}}
-    )
-    atomic_write_text(dest, ensure_plotlyjs(page) + "\n" + _HTML_MARK + "\n")
+    page = notebook_page(nbformat.read(src, as_version=4), name=src.stem)
+    atomic_write_text(dest, page + "\n" + _HTML_MARK + "\n")
     return dest

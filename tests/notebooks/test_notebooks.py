@@ -61,8 +61,9 @@ def test_notebook_is_committed_clean_and_parameterised(notebook):
         f"{notebook.name}: its cell tagged 'parameters' lacks {sorted(missing)} "
         f"(it has {sorted(declared)})"
     )
-    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", (
-        f"{notebook.name}: set the kernel to 'python3' so that CI and `workbench run` find it"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "workbench", (
+        f"{notebook.name}: set the kernel to 'workbench' (registered by scripts/setup.sh) so "
+        "that JupyterLab, CI and `workbench run` use the project's environment"
     )
 
 
