@@ -92,3 +92,19 @@ def hooked_run(model, tokens, *, replace_attn_out=None, pre_hooks=None):
     rec["attentions"] = out.attentions
     rec["hidden_states"] = out.hidden_states
     return rec
+
+
+def zero_head_in_out_proj(hf, adapter, layer: int, head: int) -> None:
+    """Zero head ``head``'s rows of layer ``layer``'s out-projection in a plain HF model, in
+    place: the plain-torch way to zero that head's output."""
+    o = _get(hf_layer_of(hf, adapter, layer), f"{adapter.attn}.{adapter.o_proj}")
+    cols = slice(head * adapter.head_dim, (head + 1) * adapter.head_dim)
+    with torch.no_grad():
+        if isinstance(o, torch.nn.Linear):
+            o.weight[:, cols] = 0
+        else:  # GPT-2 Conv1D stores [in, out]
+            o.weight[cols, :] = 0
+
+
+def hf_layer_of(hf, adapter, i):
+    return _get(hf, adapter.layers)[i]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.models import ARCHS, tiny
+from tests.unit.reference import zero_head_in_out_proj
 from tests.unit.test_extreme_tokens_residual_peak import _reference as peak_reference
 from workbench.analysis.extreme_tokens import ablation_sweep, residual_peak_sources
 from workbench.analysis.function_tokens import loss_decomposition
@@ -62,15 +63,8 @@ def test_ablation_delta_equals_hf_with_a_zeroed_head(arch):
     tokens = model.tokenize(PROMPTS)
     row = ablation_sweep(model, PROMPTS, layers=[layer], heads=[head], modes=["zero"]).iloc[0]
     hf, _ = tiny_hf_model(arch)
-    a = model.adapter
     clean = _mean_loss(hf, tokens)
-    o = _get(_get(hf, a.layers)[layer], f"{a.attn}.{a.o_proj}")
-    cols = slice(head * a.head_dim, (head + 1) * a.head_dim)
-    with torch.no_grad():
-        if isinstance(o, torch.nn.Linear):
-            o.weight[:, cols] = 0
-        else:  # GPT-2 Conv1D stores [in, out]
-            o.weight[cols, :] = 0
+    zero_head_in_out_proj(hf, model.adapter, layer, head)
     ablated = _mean_loss(hf, tokens)
     assert row["clean_loss"] == pytest.approx(clean, abs=1e-5)
     assert row["delta_loss"] == pytest.approx(ablated - clean, abs=1e-5)

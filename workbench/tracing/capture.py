@@ -163,6 +163,16 @@ def _apply(ivs: list[Intervention], value: Any, ctx: dict[str, Any]) -> Any:
     return value
 
 
+def _visit(envoy: Any, attr: str, ivs: list[Intervention], ctx: dict[str, Any]) -> Any:
+    """Read ``envoy.<attr>`` (``input`` or ``output``); with edits, write the edited value
+    back so the model computes on it. Returns the value the model goes on with."""
+    value = getattr(envoy, attr)
+    if ivs:
+        value = _apply(ivs, value, ctx)
+        setattr(envoy, attr, value)
+    return value
+
+
 def _repeat_kv(x: torch.Tensor, group: int) -> torch.Tensor:
     """[b, kv, s, d] -> [b, kv * group, s, d]: query head h reads kv head h // group."""
     return x if group == 1 else x.repeat_interleave(group, dim=1)
@@ -209,10 +219,7 @@ def _body(model: WorkbenchModel, plan: _Plan, saved: dict[str, dict[int, Any]]) 
         if i in plan.layer_inputs:
             saved.setdefault("layer_inputs", {})[i] = nnsight.save(layer.inputs)
         if ivs["resid_pre"] or (cap and want & {"resid_pre", "resid_mid"}):
-            x = layer.input
-            if ivs["resid_pre"]:
-                x = _apply(ivs["resid_pre"], x, {})
-                layer.input = x
+            x = _visit(layer, "input", ivs["resid_pre"], {})
             if cap and want & {"resid_pre", "resid_mid"}:
                 keep("resid_pre", x)
         ctx: dict[str, Any] = {}
@@ -258,24 +265,15 @@ def _body(model: WorkbenchModel, plan: _Plan, saved: dict[str, dict[int, Any]]) 
                 contrib = model.post_attn_norm(i).output if a.post_attn_norm else attn.output[0]
                 keep("attn_out", contrib)
         if ivs["mlp_hidden"] or (cap and "mlp_hidden" in want):
-            proj = model.mlp_out_proj(i)
-            hidden = proj.input
-            if ivs["mlp_hidden"]:
-                hidden = _apply(ivs["mlp_hidden"], hidden, ctx)
-                proj.input = hidden
+            hidden = _visit(model.mlp_out_proj(i), "input", ivs["mlp_hidden"], ctx)
             if cap and "mlp_hidden" in want:
                 keep("mlp_hidden", hidden)
         if ivs["mlp_out"] or (cap and "mlp_out" in want):
-            mlp = model.mlp(i)
-            if ivs["mlp_out"]:
-                mlp.output = _apply(ivs["mlp_out"], mlp.output, ctx)
+            raw = _visit(model.mlp(i), "output", ivs["mlp_out"], ctx)
             if cap and "mlp_out" in want:
-                keep("mlp_out", model.post_mlp_norm(i).output if a.post_mlp_norm else mlp.output)
+                keep("mlp_out", model.post_mlp_norm(i).output if a.post_mlp_norm else raw)
         if ivs["resid_post"] or (cap and "resid_post" in want):
-            y = layer.output
-            if ivs["resid_post"]:
-                y = _apply(ivs["resid_post"], y, ctx)
-                layer.output = y
+            y = _visit(layer, "output", ivs["resid_post"], ctx)
             if cap and "resid_post" in want:
                 keep("resid_post", y)
         if cap and plan.reduce is not None:
