@@ -209,3 +209,17 @@ def test_route_frequency_intervals_come_from_per_document_counts(tmp_path):
     again = head_route_stats(model, docs, predictions_per_doc=2, max_length=32,
                              cache_dir=tmp_path, progress=False)  # fmt: skip
     pd.testing.assert_frame_equal(again.frame, f)  # read back from the cache, same intervals
+
+
+def test_specialisation_figure_takes_a_table_with_intervals():
+    from workbench.widgets.routes_view import specialisation_figure
+
+    a, b = _per_doc_stats([4] * 10), _per_doc_stats([0] * 10)
+    for st in (a, b):
+        st.frame["frequency_low"] = st.frame["frequency"] - 0.05
+        st.frame["frequency_high"] = st.frame["frequency"] + 0.05
+    df = domain_specialisation({"wiki": a, "code": b})
+    assert {"freq_wiki_low", "freq_code_high"} <= set(df.columns)
+    fig = specialisation_figure(df)
+    assert fig.layout.title.text == "Route frequency per head: wiki against code"
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.05])

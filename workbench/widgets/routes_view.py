@@ -392,7 +392,7 @@ def head_frequency_figure(
 
 def specialisation_figure(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Scatter of per-head route frequency in two domains, coloured by specialisation."""
-    freq = [c for c in df.columns if c.startswith("freq_")]
+    freq = [c for c in df.columns if c.startswith("freq_") and not c.endswith(("_low", "_high"))]
     if len(freq) != 2 or "specialised" not in df.columns:
         raise ViewDataError(
             "specialisation_figure needs two freq_<domain> columns and 'specialised' "
