@@ -43,4 +43,13 @@ def as_documents(texts: Any, who: str) -> list[str]:
             raise DocumentsError(
                 f"{who}: document {i} is a {type(d).__name__}, not a string: {d!r:.80}"
             )
+        try:
+            d.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: tokenizers fail on it obscurely
+            raise DocumentsError(
+                f"{who}: document {i} holds a lone surrogate {d[e.start]!r} at character "
+                f"{e.start}, which is not valid Unicode text (it often comes from reading bytes "
+                "with errors='surrogateescape'). Clean it with workbench.data.clean_text, or "
+                "load the corpus with workbench.data.load_corpus, which does."
+            ) from None
     return docs

@@ -183,3 +183,16 @@ def test_an_sae_for_another_width_is_named_at_encode():
     sae = SAE(SAEConfig(d_in=32, d_sae=64, architecture="topk", k=4))
     with pytest.raises(SAEConfigError, match="d_in = 32"):
         sae.encode(torch.zeros(2, 48))
+
+
+def test_corpus_errors_name_the_document_by_its_corpus_index():
+    from workbench.analysis.extreme_tokens import scan_extreme_tokens
+    from workbench.errors import EmptyPromptError
+
+    model = tiny(ARCH)
+    docs = [f"document {i} has text" for i in range(8)]
+    docs[5] = "   "
+    with pytest.raises(EmptyPromptError, match="Document 5 of 8"):
+        scan_extreme_tokens(model, docs, batch_size=4, progress=False)
+    with pytest.raises(DocumentsError, match="document 2 holds a lone surrogate"):
+        count_tokens(model.tokenizer, ["ok", "fine", "bad \ud800 text"])

@@ -17,7 +17,14 @@ from workbench.sae.saelens import (
     load_sae,
     save_sae,
 )
-from workbench.sae.training import SAEReport, TrainConfig, evaluate_sae, train_sae, train_saes
+from workbench.sae.training import (
+    SAEReport,
+    TrainConfig,
+    drop_outliers,
+    evaluate_sae,
+    train_sae,
+    train_saes,
+)
 
 __all__ = [
     "SAE",
@@ -28,6 +35,7 @@ __all__ = [
     "SAEReport",
     "TrainConfig",
     "cached_saes",
+    "drop_outliers",
     "evaluate_sae",
     "gemma_scope_folder",
     "harvest",

@@ -49,6 +49,8 @@ from workbench.analysis.uncertainty import (
     ratio_draws,
     too_few_documents,
 )
+from workbench.documents import as_documents
+from workbench.errors import EmptyPromptError
 from workbench.models.model import Tokens, WorkbenchModel
 from workbench.storage import content_key
 from workbench.tracing.capture import capture
@@ -572,10 +574,15 @@ def batches_of(
             width = int(m.sum(1).max())
             out.append(Tokens(ids[:, :width], m[:, :width], prompts.strings[i : i + batch_size]))
         return out
-    if isinstance(prompts, str):
-        prompts = [prompts]
+    prompts = [prompts] if isinstance(prompts, str) else as_documents(prompts, "the scan")
     if not prompts:
         raise ExtremeTokenError("No prompts were given; pass at least one string.")
+    for i, p in enumerate(prompts):  # name the document by its place in the corpus, not batch
+        if not p.strip():
+            raise EmptyPromptError(
+                f"Document {i} of {len(prompts)} is empty{' (whitespace only)' if p else ''}. "
+                "Drop it (load_corpus drops empty documents) or give it some text."
+            )
     return [
         model.tokenize(list(prompts[i : i + batch_size]), max_length=max_length, truncate=True)
         for i in range(0, len(prompts), batch_size)

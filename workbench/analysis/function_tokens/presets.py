@@ -230,8 +230,8 @@ def _prepare(
         rows = [reports[i].row() for i in sorted(reports)]
         return saes, pd.DataFrame(rows).set_index("layer")
     if s.sae_source == "gemma-scope":
+        from workbench.sae import drop_outliers, evaluate_sae
         from workbench.sae.activations import harvest
-        from workbench.sae.training import drop_outliers, evaluate_sae
 
         saes = _gemma_scope(model, s)
         store = harvest(

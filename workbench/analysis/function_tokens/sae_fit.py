@@ -25,8 +25,7 @@ import pandas as pd
 
 from workbench.documents import as_documents
 from workbench.models.model import WorkbenchModel
-from workbench.sae import SAE, evaluate_sae, harvest
-from workbench.sae.training import drop_outliers
+from workbench.sae import SAE, drop_outliers, evaluate_sae, harvest
 
 __all__ = ["POOR_FIT_FVU", "fit_warning", "sae_fit"]
 
