@@ -40,6 +40,7 @@ __all__ = [
     "ActivationError",
     "harvest",
     "iter_batches",
+    "iter_packed",
     "iter_windows",
     "residuals",
     "token_windows",
@@ -72,6 +73,25 @@ def iter_windows(
     window starts with BOS and holds ``length - 1`` text tokens. ``max_tokens`` caps the
     number of *analysed* tokens (the positions after the first of each window).
     """
+    for ids, _ in iter_packed(model, texts, length=length, max_tokens=max_tokens):
+        yield ids
+
+
+def iter_packed(
+    model: WorkbenchModel,
+    texts: Iterable[str],
+    *,
+    length: int = 128,
+    max_tokens: int | None = None,
+    max_doc_tokens: int | None = None,
+) -> Iterator[tuple[list[int], list[int]]]:
+    """Windows as :func:`iter_windows` packs them, each with the document of every position.
+
+    Returns ``(ids, docs)`` per window: ``docs[t]`` is the index of the text that token
+    ``t`` came from (the end-of-text separator belongs to the text it ends; a BOS that
+    starts a window to none, ``-1``). ``max_doc_tokens`` keeps only the first tokens of
+    each text.
+    """
     if length < 2:
         raise ActivationError(f"Windows need 2 or more tokens (a sink and one more); got {length}.")
     tok = model.tokenizer
@@ -79,15 +99,22 @@ def iter_windows(
     sep = tok.eos_token_id
     body = length - (1 if bos is not None else 0)
     n_max = None if max_tokens is None else -(-max_tokens // (length - 1))
+    head = [bos] if bos is not None else []
     n = 0
     buf: list[int] = []
-    for text in texts:
-        buf.extend(tok(text, add_special_tokens=False).input_ids)
+    owner: list[int] = []
+    for d, text in enumerate(texts):
+        ids = tok(text, add_special_tokens=False).input_ids
+        if max_doc_tokens is not None:
+            ids = ids[:max_doc_tokens]
         if sep is not None:
-            buf.append(sep)
+            ids = [*ids, sep]
+        buf.extend(ids)
+        owner.extend([d] * len(ids))
         while len(buf) >= body:
             chunk, buf = buf[:body], buf[body:]
-            yield ([bos] if bos is not None else []) + chunk
+            who, owner = owner[:body], owner[body:]
+            yield head + chunk, [-1] * len(head) + who
             n += 1
             if n_max is not None and n >= n_max:
                 return

@@ -26,6 +26,7 @@ import torch
 
 from workbench.analysis.function_tokens.errors import FunctionTokenError
 from workbench.models.model import WorkbenchModel
+from workbench.sae.activations import iter_packed
 
 __all__ = ["PackedWindows", "packed_windows"]
 
@@ -58,44 +59,6 @@ class PackedWindows:
         return cross
 
 
-def _pieces(
-    model: WorkbenchModel,
-    texts: Iterable[str],
-    length: int,
-    max_tokens: int | None,
-    max_doc_tokens: int | None = None,
-) -> Iterator[tuple[list[int], list[int], int]]:
-    """(ids, document per position, documents read) per window, packed as ``iter_windows``."""
-    if length < 2:
-        raise FunctionTokenError(
-            f"Windows need 2 or more tokens (a sink and one more); got length={length}."
-        )
-    tok = model.tokenizer
-    bos = tok.bos_token_id if model.adapter.adds_bos else None
-    sep = tok.eos_token_id
-    body = length - (1 if bos is not None else 0)
-    n_max = None if max_tokens is None else -(-max_tokens // (length - 1))
-    n = 0
-    buf: list[int] = []
-    owner: list[int] = []
-    for d, text in enumerate(texts):
-        ids = tok(text, add_special_tokens=False).input_ids
-        if max_doc_tokens is not None:
-            ids = ids[:max_doc_tokens]
-        if sep is not None:
-            ids = [*ids, sep]
-        buf.extend(ids)
-        owner.extend([d] * len(ids))
-        while len(buf) >= body:
-            chunk, buf = buf[:body], buf[body:]
-            who, owner = owner[:body], owner[body:]
-            head = [bos] if bos is not None else []
-            yield head + chunk, [-1] * len(head) + who, d + 1
-            n += 1
-            if n_max is not None and n >= n_max:
-                return
-
-
 def packed_windows(
     model: WorkbenchModel,
     texts: Iterable[str],
@@ -118,7 +81,13 @@ def packed_windows(
     ids, docs = [], []
     if max_doc_tokens is not None and max_doc_tokens < 1:
         raise FunctionTokenError(f"max_doc_tokens must be at least 1, got {max_doc_tokens}.")
-    for w, d, _ in _pieces(model, texts, length, max_tokens, max_doc_tokens):
+    if length < 2:
+        raise FunctionTokenError(
+            f"Windows need 2 or more tokens (a sink and one more); got length={length}."
+        )
+    for w, d in iter_packed(
+        model, texts, length=length, max_tokens=max_tokens, max_doc_tokens=max_doc_tokens
+    ):
         ids.append(w)
         docs.append(d)
     if not ids:
