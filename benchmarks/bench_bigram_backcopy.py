@@ -36,7 +36,8 @@ Usage:
         [--compare-steps 10000] [--sgd-lrs 0.03] [--no-bos-loss] [--quick] [--authors]
     # just the authors' comparison, at a chosen scale, on 1 thread:
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_bigram_backcopy --authors-only \
-        --threads 1 --width 64 --seq-len 64 --batch 32 --steps 5000 --archs 3xTF 2xTF+MLP
+        --threads 1 --width 64 --seq-len 64 --batch 32 --steps 4000 --archs 3xTF 2xTF+MLP \
+        --save runs/bench_authors  # probes per run, as CSV
     # the paper's scale, on a GPU:
     python -m benchmarks.bench_bigram_backcopy --authors-only --paper-scale --device cuda
 """
@@ -229,10 +230,14 @@ def peak_comparison(
         )
 
 
-def _authors_run(cfg: TrainConfig, task: BBTask, name: str, device: str):
-    """Train one run of the authors' comparison and print its line; its probes."""
+def _authors_run(cfg: TrainConfig, task: BBTask, name: str, device: str, save: Path | None = None):
+    """Train one run of the authors' comparison and print its line; its probes (also written
+    to ``save/<name>.csv`` when given, so a killed benchmark keeps its finished runs)."""
     t0 = time.perf_counter()
     df = train(cfg, task=task, progress=False, device=device).probes
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        df.to_csv(save / f"{cfg.architecture}_{name}.csv".replace(",", "-"), index=False)
     last = df.iloc[-1]
     sink = f"{last['attn_bos_L1']:.3f}" if "attn_bos_L1" in df else "  -  "
     print(
@@ -251,7 +256,12 @@ def _excess(row) -> float:
 
 
 def authors_comparison(
-    base: TrainConfig, task: BBTask, archs: list[str], arch_compare: list[str], device: str
+    base: TrainConfig,
+    task: BBTask,
+    archs: list[str],
+    arch_compare: list[str],
+    device: str,
+    save: Path | None = None,
 ) -> None:
     """The authors' optimiser comparison per architecture, then BOS excess per architecture."""
     print(
@@ -265,7 +275,7 @@ def authors_comparison(
         cfg = replace(base, layers=arch)
         print(f"\n  {cfg.architecture}: AdamW vs SGD vs ReLU attention")
         runs = {
-            n: _authors_run(replace(cfg, **v), task, n, device)
+            n: _authors_run(replace(cfg, **v), task, n, device, save)
             for n, v in optimizer_variants().items()
         }
         adam_runs[cfg.architecture] = runs["AdamW"]
@@ -295,7 +305,7 @@ def authors_comparison(
         for arch in arch_compare:
             cfg = replace(base, layers=arch, **optimizer_variants()["AdamW"])
             if cfg.architecture not in adam_runs:
-                adam_runs[cfg.architecture] = _authors_run(cfg, task, cfg.architecture, device)
+                adam_runs[cfg.architecture] = _authors_run(cfg, task, "AdamW", device, save)
         for arch, df in adam_runs.items():
             last = df.iloc[-1]
             print(
@@ -332,6 +342,7 @@ def main() -> None:
         "--arch-compare", nargs="*", default=list(ARCHITECTURES), help="section 4, AdamW only"
     )
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--save", type=Path, default=None, help="section 4: write probes CSVs here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -402,7 +413,9 @@ def _section_authors(args: argparse.Namespace) -> None:
         f"load average {os.getloadavg()[0]:.1f} (1 min)"
     )
     print("\n4. the authors' recipe: residual-state peak per optimiser and per architecture")
-    authors_comparison(base, base.make_task(), args.archs, args.arch_compare, args.device)
+    authors_comparison(
+        base, base.make_task(), args.archs, args.arch_compare, args.device, args.save
+    )
 
 
 if __name__ == "__main__":

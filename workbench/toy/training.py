@@ -679,9 +679,11 @@ def _start_run_dir(out: Path, cfg: TrainConfig, task: BBTask, *, overwrite: bool
                 "another out_dir, or overwrite=True to write the run beside these files (only "
                 f"the run's own names {list(RUN_NAMES[1:7])} would be replaced)."
             )
-        for e in entries:
-            if _is_ours(e):
-                shutil.rmtree(e) if e.is_dir() and not e.is_symlink() else e.unlink()
+        for e in filter(_is_ours, entries):
+            if e.is_dir() and not e.is_symlink():
+                shutil.rmtree(e)
+            else:
+                e.unlink()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / MANIFEST, json.dumps({"written_by": __name__, "names": RUN_NAMES}))
     _write_config(out, cfg, task)
