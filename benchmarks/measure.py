@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["timeit", "peak_memory_mb", "fmt_mb"]
+__all__ = ["alternate", "timeit", "peak_memory_mb", "fmt_mb"]
 
 
 def _rss_kb(field: str) -> int:
@@ -75,3 +75,38 @@ def timeit(
 
 def fmt_mb(x: float) -> str:
     return f"{x:8.1f} MB"
+
+
+def alternate(
+    contenders: dict[str, Callable[[], object]],
+    rounds: int = 7,
+    warmup: int = 1,
+    device: str = "cpu",
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Run the contenders in turn, ``rounds`` times: (median seconds, median ratio to the first).
+
+    Each round runs every contender once, back to back, and the ratio is taken within the
+    round; this machine's speed drifts by tens of percent within minutes, and a ratio of
+    neighbours is robust to that where separate medians are not.
+    """
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(rounds):
+        for name in names:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            contenders[name]()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    base = times[names[0]]
+    med = {n: statistics.median(t) for n, t in times.items()}
+    ratio = {
+        n: statistics.median([a / b for a, b in zip(t, base, strict=True)])
+        for n, t in times.items()
+    }
+    return med, ratio
