@@ -200,3 +200,20 @@ def test_step_loss_leaves_the_bos_prediction_out_when_asked():
     torch.testing.assert_close(step_loss(logits, tokens), full)
     step_loss(logits, tokens, bos_loss=False).backward()
     assert logits.grad[:, 0].abs().max() == 0 and logits.grad[:, 1:].abs().max() > 0
+
+
+def test_progress_bar_ends_at_its_total(monkeypatch):
+    """Regression: the bar closed at steps/steps+1, which notebooks draw as a failure."""
+    from workbench.toy import training
+
+    bars = []
+    real = training.tqdm
+
+    def spy(*args, **kwargs):
+        bar = real(*args, **kwargs)
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(training, "tqdm", spy)
+    training.train(training.settings(steps=3, probe_every=1), progress=True)
+    assert bars and bars[-1].n == bars[-1].total

@@ -572,10 +572,10 @@ def train(
     batches = BatchStream(task, cfg)
     t0 = time.perf_counter() - (rows[-1]["wall_s"] if rows else 0.0)
     loss_val = float("nan")
-    bar = tqdm(
-        range(start, cfg.steps + 1), initial=start, total=cfg.steps + 1, disable=not progress
-    )
-    for step in bar:
+    # Updated by hand: a for loop over tqdm counts a step only once it moves past it, so a
+    # break on the last step would close the bar at total - 1 (drawn red, as a failure).
+    bar = tqdm(initial=start, total=cfg.steps + 1, disable=not progress)
+    for step in range(start, cfg.steps + 1):
         out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
         last = step == cfg.steps or out_of_time
         already = bool(rows) and rows[-1]["step"] == step  # probed before the checkpoint
@@ -600,7 +600,9 @@ def train(
         if out is not None and fresh and (step % cfg.checkpoint_every == 0 or last):
             _save_checkpoint(out, model, opt, step, rows, snaps)
         if last:
+            bar.update(1)
             if out_of_time:
+                bar.total = bar.n  # stopped on purpose at max_seconds, not a failure
                 log.info("Stopped at step %d of %d: max_seconds reached", step, cfg.steps)
             break
         model.train()
@@ -617,6 +619,7 @@ def train(
                 f"Loss became {loss_val} at step {step}; lower lr (now {cfg.learning_rate})."
             )
         bar.set_postfix(loss=f"{loss_val:.4f}", refresh=False)
+        bar.update(1)
     bar.close()
     model.eval()
     return TrainResult(
