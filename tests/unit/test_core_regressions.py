@@ -196,3 +196,16 @@ def test_corpus_errors_name_the_document_by_its_corpus_index():
         scan_extreme_tokens(model, docs, batch_size=4, progress=False)
     with pytest.raises(DocumentsError, match="document 2 holds a lone surrogate"):
         count_tokens(model.tokenizer, ["ok", "fine", "bad \ud800 text"])
+
+
+def test_layers_given_as_an_int_are_named():
+    from workbench.analysis.extreme_tokens import ablation_sweep
+    from workbench.errors import LayerIndexError
+
+    model = tiny(ARCH)
+    before = _plain(model)
+    with pytest.raises(LayerIndexError, match=r"layers=\[2\]"):
+        capture(model, "the cat", ["resid_post"], layers=2)
+    with pytest.raises(LayerIndexError, match="list of layer indices"):
+        ablation_sweep(model, ["the cat sat on the mat"], layers=1, progress=False)
+    assert torch.equal(_plain(model), before)

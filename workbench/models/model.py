@@ -177,6 +177,19 @@ class WorkbenchModel:
             )
         return layer % n
 
+    def check_layers(self, layers: Any) -> list[int]:
+        """``layers`` (a list of indices; ``None``: every layer) as sorted, distinct,
+        non-negative indices. A bare int is named, not guessed: ``layers=3`` means
+        ``[3]`` to some and ``range(3)`` to others."""
+        if layers is None:
+            return list(range(self.n_layers))
+        if isinstance(layers, int | str) or not hasattr(layers, "__iter__"):
+            raise LayerIndexError(
+                f"layers must be a list of layer indices, e.g. layers=[{layers!r}] (or "
+                f"range({layers!r}) for the first ones); got {type(layers).__name__} {layers!r}."
+            )
+        return sorted({self.check_layer(i) for i in layers})
+
     def check_head(self, head: int) -> int:
         """``head`` as a non-negative index, or :class:`HeadIndexError`."""
         if not isinstance(head, int) or isinstance(head, bool):

@@ -177,7 +177,7 @@ def residuals(
     """
     if site not in SITES:
         raise ActivationError(f"Unknown site {site!r}; residual sites: {SITES}.")
-    wanted = sorted({model.check_layer(i) for i in layers})
+    wanted = model.check_layers(layers)
     what = ([site] if wanted else []) + (["logits"] if logits else [])
     if not what:
         raise ActivationError("residuals() was asked for no layer and no logits.")
@@ -243,7 +243,7 @@ def harvest(
     ``cache_root()/activations`` keyed by the model's weights, the texts and the settings,
     and read back on the next call.
     """
-    layers = sorted({model.check_layer(i) for i in layers})
+    layers = model.check_layers(layers)
     settings = {
         "layers": layers,
         "n_tokens": n_tokens,

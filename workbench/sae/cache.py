@@ -72,7 +72,7 @@ def cached_saes(
 
     With ``train=False`` a missing SAE raises :class:`SAEMissingError` instead.
     """
-    layers = sorted({model.check_layer(i) for i in layers})
+    layers = model.check_layers(layers)
     corpus = content_key(list(texts), n=16)
     settings = {"cfg": asdict(cfg), "n_tokens": n_tokens, "length": length, "corpus": corpus}
     settings["cfg"].pop("time_limit_s", None)

@@ -345,9 +345,7 @@ def capture(
     want = _check_what(what)
     interventions = check_interventions(interventions)
     tokens = tokens_for(model, prompts)
-    layer_list = sorted(
-        {model.check_layer(i) for i in (layers if layers is not None else range(model.n_layers))}
-    )
+    layer_list = model.check_layers(layers)
     if want & {"attn_probs"} or any(iv.site == "attn_inputs" for iv in interventions):
         model.ensure_eager()
     per_layer = want - {"logits"}
@@ -359,7 +357,7 @@ def capture(
         by_site=_bind_all(model, tokens, interventions),
         transforms=transforms or {},
         reduce=reduce,
-        layer_inputs={model.check_layer(i) for i in layer_inputs},
+        layer_inputs=set(model.check_layers(layer_inputs)),
     )
     saved: dict[str, dict[int, Any]] = {}
     stop = "logits" not in want

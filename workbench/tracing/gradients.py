@@ -116,9 +116,7 @@ def site_values(
     if bad:
         raise InterventionError(f"Cannot probe {bad}; sites: {PROBE_SITES}.")
     tokens = tokens_for(model, prompts)
-    layer_ids = sorted(
-        {model.check_layer(i) for i in (layers if layers is not None else range(model.n_layers))}
-    )
+    layer_ids = model.check_layers(layers)
     store: dict[tuple[int, str], Any] = {}
     grad = metric is not None
     probes = [

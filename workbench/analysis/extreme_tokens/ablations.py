@@ -108,7 +108,7 @@ def _unembed_loss_sums(
 def _layer_list(model: WorkbenchModel, layers: Sequence[int] | None) -> list[int]:
     if layers is None:
         return list(range(model.n_layers))
-    return sorted({model.check_layer(i) for i in layers})
+    return model.check_layers(layers)
 
 
 def _head_list(model: WorkbenchModel, heads: Sequence[int] | None) -> list[int]:

@@ -134,7 +134,7 @@ def residual_peak_sources(
     if layers is None:
         early = list(range(min(rise, at) + 1))
     else:
-        early = sorted({model.check_layer(i) for i in layers})
+        early = model.check_layers(layers)
     late = [i for i in early if i > at]
     if late:
         raise ExtremeTokenError(
