@@ -168,8 +168,10 @@ def _visit(envoy: Any, attr: str, ivs: list[Intervention], ctx: dict[str, Any]) 
     back so the model computes on it. Returns the value the model goes on with."""
     value = getattr(envoy, attr)
     if ivs:
-        value = _apply(ivs, value, ctx)
-        setattr(envoy, attr, value)
+        new = _apply(ivs, value, ctx)
+        if new is not value:  # a read-only probe returns its input: nothing to write
+            setattr(envoy, attr, new)
+        value = new
     return value
 
 
@@ -249,8 +251,10 @@ def _body(model: WorkbenchModel, plan: _Plan, saved: dict[str, dict[int, Any]]) 
             b, s = h.shape[0], h.shape[1]
             h = h.reshape(b, s, a.n_heads, a.head_dim)
             if ivs["head_out"]:
-                h = _apply(ivs["head_out"], h, ctx)
-                o_proj.input = h.reshape(b, s, a.n_heads * a.head_dim)
+                new = _apply(ivs["head_out"], h, ctx)
+                if new is not h:  # a read-only probe returns its input: nothing to write
+                    o_proj.input = new.reshape(b, s, a.n_heads * a.head_dim)
+                h = new
             if cap and "head_out" in want:
                 keep("head_out", h)
         need_attn_out = cap and want & {"attn_out", "resid_mid"}
@@ -260,7 +264,9 @@ def _body(model: WorkbenchModel, plan: _Plan, saved: dict[str, dict[int, Any]]) 
             if cap and "attn_probs" in want:
                 keep("attn_probs", out[1])
             if ivs["attn_out"]:
-                attn.output = (_apply(ivs["attn_out"], out[0], ctx), *out[1:])
+                new = _apply(ivs["attn_out"], out[0], ctx)
+                if new is not out[0]:
+                    attn.output = (new, *out[1:])
             if need_attn_out:
                 contrib = model.post_attn_norm(i).output if a.post_attn_norm else attn.output[0]
                 keep("attn_out", contrib)

@@ -88,6 +88,7 @@ class SiteValues:
     logits: torch.Tensor
     provenance: Provenance
     captured: Capture | None = None
+    final: torch.Tensor | None = None  # [batch, seq, d_model] with final=True
 
 
 def site_values(
@@ -99,6 +100,7 @@ def site_values(
     layers: Sequence[int] | None = None,
     interventions: Sequence[Intervention] = (),
     what: Sequence[str] = (),
+    final: bool = False,
 ) -> SiteValues:
     """One forward pass (and, with ``metric``, one backward pass) reading ``sites``.
 
@@ -108,6 +110,10 @@ def site_values(
             respect to every probed value is returned in ``grads``.
         interventions: applied in the same run (probes come after them at a site).
         what: extra names to capture in the same run (e.g. ``"queries"``), detached.
+        final: give ``metric`` the last layer's output ``[batch, seq, d_model]`` instead of
+            the logits, and stop the forward there: the final norm and the unembedding
+            run only where the metric applies them (e.g. at one position), in the forward
+            and in the backward pass. ``logits`` is then empty.
 
     The model's parameters stop requiring gradients during the run (and get their flags
     back after it): the backward pass computes activation gradients only.
@@ -128,8 +134,18 @@ def site_values(
         if grad:
             for p, _ in flags:
                 p.requires_grad_(False)
-        cap = capture(model, tokens, ["logits", *what], interventions=ivs, grad=grad)
-        result = _finish(cap, store, metric, tokens)
+        if final:
+            cap = capture(
+                model,
+                tokens,
+                ["resid_post", *what],
+                layers=[model.n_layers - 1] if not what else None,
+                interventions=ivs,
+                grad=grad,
+            )
+        else:
+            cap = capture(model, tokens, ["logits", *what], interventions=ivs, grad=grad)
+        result = _finish(cap, store, metric, tokens, final)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
@@ -141,13 +157,15 @@ def _finish(
     store: dict[tuple[int, str], Any],
     metric: Callable[[torch.Tensor], torch.Tensor] | None,
     tokens: Tokens,
+    final: bool = False,
 ) -> SiteValues:
     grad = metric is not None
+    head = cap.resid_post[-1] if final else cap.logits  # [batch, seq, d_model | vocab]
     values = {k: v for k, (v, _) in store.items()}
     grads: dict[tuple[int, str], torch.Tensor] = {}
     value: float | None = None
     if grad:
-        m = metric(cap.logits)
+        m = metric(head)
         if not isinstance(m, torch.Tensor) or m.numel() != 1:
             raise InterventionError(
                 f"The metric must return a scalar tensor; got {type(m).__name__} "
@@ -165,6 +183,7 @@ def _finish(
         value = float(m.detach())
     for name, t in list(cap.tensors.items()):
         cap.tensors[name] = t.detach()
-    return SiteValues(
-        tokens, values, grads, value, cap.logits.detach(), cap.provenance, captured=cap
-    )
+    logits = head.detach() if not final else torch.empty(0)
+    result = SiteValues(tokens, values, grads, value, logits, cap.provenance, captured=cap)
+    result.final = head.detach() if final else None
+    return result

@@ -227,8 +227,13 @@ def attribution_patching(
         model.ensure_eager("AtP*'s attention fix")
     sites = ["head_out", "mlp_out", *(["mlp_hidden"] if neurons else [])]
     extra = ["queries", "keys", "values", "attn_probs"] if qk_fix else []
-    c_run = site_values(model, tc, sites, what=extra[:2])
-    x_run = site_values(model, tx, sites, metric=lambda lg: m(lg).sum(), what=extra)
+    # final=True: the forward stops at the last layer, and the model's head runs only at
+    # the metric's position (a full unembedding, forward and backward, is a fifth of the
+    # cost of a small model).
+    c_run = site_values(model, tc, sites, what=extra[:2], final=True)
+    x_run = site_values(
+        model, tx, sites, metric=lambda h: m.from_final(model, h).sum(), what=extra, final=True
+    )
     L, S = model.n_layers, tx.lengths[0]
     heads = torch.zeros(L, S, model.n_heads)
     mlps = torch.zeros(L, S)
@@ -265,7 +270,7 @@ def attribution_patching(
             )
             qs[layer], ks[layer] = q_attr, k_attr  # type: ignore[index]
     with torch.no_grad():
-        m_clean = float(m(c_run.logits)[0])
+        m_clean = float(m.from_final(model, c_run.final)[0])
     notes = []
     if m_clean == x_run.metric:
         notes.append("The metric is the same in both runs: every attribution is 0.")

@@ -55,6 +55,14 @@ class Metric:
     def _at(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[:, self.position].float()  # [rows, vocab]
 
+    def from_final(self, model: Any, final: torch.Tensor) -> torch.Tensor:
+        """The metric from the last layer's output ``[rows, seq, d_model]``: the model's
+        head (final norm, unembedding, soft-cap) runs at ``position`` only, which is what
+        makes attribution patching's backward pass cheap."""
+        if isinstance(self, CallableMetric):
+            return self(model.logits_of(final))
+        return self(model.logits_of(final[:, [self.position]]), at=0)
+
 
 @dataclass
 class LogitDiff(Metric):
@@ -70,8 +78,8 @@ class LogitDiff(Metric):
         self.bad_id = _token_id(self.bad, self.tokenizer)
         self.name = f"logit({self.good!r}) - logit({self.bad!r})"
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        x = self._at(logits)
+    def __call__(self, logits: torch.Tensor, at: int | None = None) -> torch.Tensor:
+        x = self._at(logits) if at is None else logits[:, at].float()
         return x[:, self.good_id] - x[:, self.bad_id]
 
     def direction(self, unembed: torch.Tensor) -> torch.Tensor:
@@ -91,8 +99,9 @@ class LogProb(Metric):
         self.token_id = _token_id(self.token, self.tokenizer)
         self.name = f"log p({self.token!r})"
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(self._at(logits), -1)[:, self.token_id]
+    def __call__(self, logits: torch.Tensor, at: int | None = None) -> torch.Tensor:
+        x = self._at(logits) if at is None else logits[:, at].float()
+        return torch.log_softmax(x, -1)[:, self.token_id]
 
 
 @dataclass
