@@ -371,7 +371,7 @@ def exact_patching(
                 ]
             )
             keys.append(("mlp", pos[0], -1))
-        out = run_from(model, base, layer, variants, head=lambda x: m(model.logits_of(x)))
+        out = run_from(model, base, layer, variants, head=lambda x: m.from_final(model, x))
         forwards += len(variants)
         for (kind, pos, h), v in zip(keys, (out.float() - m_x).tolist(), strict=True):
             if kind == "head":

@@ -59,8 +59,6 @@ class Metric:
         """The metric from the last layer's output ``[rows, seq, d_model]``: the model's
         head (final norm, unembedding, soft-cap) runs at ``position`` only, which is what
         makes attribution patching's backward pass cheap."""
-        if isinstance(self, CallableMetric):
-            return self(model.logits_of(final))
         return self(model.logits_of(final[:, [self.position]]), at=0)
 
 
@@ -119,6 +117,10 @@ class CallableMetric(Metric):
                 f"{getattr(out, 'shape', type(out).__name__)}."
             )
         return out.float()
+
+    def from_final(self, model: Any, final: torch.Tensor) -> torch.Tensor:
+        """Any position may matter to a callable: the head runs at every position."""
+        return self(model.logits_of(final))
 
 
 def as_metric(metric: Metric | Callable[[torch.Tensor], torch.Tensor]) -> Metric:
