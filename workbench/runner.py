@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.storage import atomic_write_text
+from workbench.storage import atomic_write_text, file_mode
 
 __all__ = [
     "CellExecutionError",
@@ -631,6 +631,7 @@ def _run_locked(
         if tmp.is_file() and tmp.stat().st_size > 0:
             _mark(tmp)
             dest = outs.good if result.ok else outs.failed
+            os.chmod(tmp, file_mode(dest))
             os.replace(tmp, dest)
             result.executed_path = dest
         else:

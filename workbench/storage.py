@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write_text",
     "cache_root",
     "content_key",
+    "file_mode",
     "load_checked",
     "save_checked",
 ]
@@ -58,6 +59,18 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "workbench"
 
 
+def file_mode(path: Path) -> int:
+    """The mode a file written at ``path`` should get: the existing file's, else what a
+    plain ``open()`` would give under the umask (``mkstemp`` alone would leave 0600, so an
+    executed notebook written atomically could not be shared)."""
+    try:
+        return Path(path).stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(f)`` into a temporary sibling, then rename it in place.
 
@@ -72,6 +85,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -468,3 +468,22 @@ def test_cache_commands_refuse_a_home_folder_as_the_cache(tmp_path, monkeypatch,
     (tmp_path / "sae").mkdir()
     assert cli.main(["cache", "clear", "--yes"]) == 2
     assert "home or root folder" in capsys.readouterr().err and (tmp_path / "sae").is_dir()
+
+
+def test_atomic_writes_get_a_shareable_mode(tmp_path):
+    """Regression: mkstemp's 0600 survived the rename, so shared results were unreadable."""
+    import os
+
+    from workbench.storage import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        atomic_write_text(kept, "new")
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
