@@ -83,7 +83,7 @@ class InterventionLab(View):
         source: str = "",
         vectors: Sequence[str] = (),
         specs: Sequence[Mapping[str, Any]] = (),
-        height: int = 440,
+        height: int = 480,
         wait: float = DEFAULT_WAIT_S,
     ):
         self.compute = compute
@@ -137,7 +137,7 @@ class InterventionLab(View):
             template=TEMPLATE,
             height=height,
             barmode="group",
-            margin={"l": 90, "r": 20, "t": 110, "b": 50},
+            margin={"l": 90, "r": 20, "t": 150, "b": 50},  # a three-line title
             legend={"orientation": "h", "y": -0.18},
         )
         fig.update_xaxes(title_text="probability", row=1, col=1)
