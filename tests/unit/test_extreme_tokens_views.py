@@ -69,18 +69,23 @@ def test_head_explorer_slices_the_profile():
     assert list(view.figure.data[4].x) == [1]
 
 
-def test_head_explorer_domain_switch_recomputes():
+def test_head_explorer_domain_switch_is_a_redraw():
+    # every domain's prompt is computed once up front, so a switch runs no forward pass
     seen = []
 
     def compute(prompt):
         seen.append(prompt)
-        return _profile()
+        return _profile(n=len(prompt) % 2 + 3)
 
     view = HeadExplorer(compute=compute, prompts={"code": "x = 1", "prose": "A cat."}, wait=0)
-    assert seen == ["x = 1"]
+    assert seen == ["x = 1", "A cat."]
     view.domain.value = "prose"
     view.flush()
-    assert seen[-1] == "A cat." and view.prompt.value == "A cat."
+    assert seen == ["x = 1", "A cat."] and view.prompt.value == "A cat."
+    assert len(view.profile.tokens) == 3  # the figure shows prose's profile
+    view.prompt.value = "typed by hand"
+    view.flush()
+    assert seen[-1] == "typed by hand" and view.domain.value is None
 
 
 def test_head_explorer_rejects_bad_profiles():

@@ -179,7 +179,7 @@ def test_head_explorer_domain_switch_follows_the_prompt_and_caches():
     assert view.prompt.value == "c"
     view.domain.value = "code"
     assert view.prompt.value == "a\nb"
-    assert seen == ["a\nb", "my own prompt", "c"]  # back to code: no second pass
+    assert seen == ["a\nb", "c", "my own prompt"]  # domains up front; switches: no pass
     view.prompt.value = "c"
     assert view.domain.value == "prose"
 

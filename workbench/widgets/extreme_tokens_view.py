@@ -190,6 +190,10 @@ class HeadExplorer(View):
                 self.widget.children = (self.domain, *self.widget.children)
             if profile is None:
                 first = compute(box.value)
+            # Each domain's prompt is computed now (one short forward each), so switching
+            # domain is a redraw, not a forward pass in a kernel that may be busy.
+            for text in list(self.domains.values())[: _CACHED_PROMPTS - 1]:
+                compute(text)
         profile = first if profile is None else profile
         if profile is None:
             raise ViewDataError("HeadExplorer needs a profile, or compute= and prompts=.")
