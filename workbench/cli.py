@@ -129,6 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from workbench.runner import export_html
+
+    page = export_html(args.notebook, args.out)
+    print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB, opens with no kernel or network)")
+    return 0
+
+
 # -- cache ------------------------------------------------------------------------------------
 
 # What lives under cache_root(), by folder; `cache clear` removes only these folders.
@@ -264,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="results", help="folder for the executed copy and HTML")
     r.add_argument("--no-html", action="store_true", help="skip the HTML export")
     r.set_defaults(fn=cmd_run)
+    e = sub.add_parser(
+        "export", help="an executed notebook (e.g. saved from JupyterLab) as offline HTML"
+    )
+    e.add_argument("notebook")
+    e.add_argument("--out", default=None, help="the page's path or folder (default: beside it)")
+    e.set_defaults(fn=cmd_export)
     c = sub.add_parser("cache", help="list or clear the cache (converted models, SAEs, ...)")
     csub = c.add_subparsers(dest="action", required=True)
     cl = csub.add_parser("list", help="the cache's folders with their sizes")

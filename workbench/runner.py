@@ -668,6 +668,10 @@ def _mark(path: Path) -> None:
 def export_html(notebook: str | Path, dest: str | Path | None = None) -> Path:
     """Export an executed notebook to a self-contained HTML page; return its path.
 
+    ``dest`` defaults to the notebook's path with ``.html``; a folder gets ``<stem>.html``.
+    A file there that workbench did not write is never replaced (:class:`OutputPathError`).
+    This is ``workbench export``: run a notebook in JupyterLab, save it, then share the page.
+
     The page makes no network request (see :func:`workbench.widgets.export.notebook_page`):
     every live view falls back to its static copy, progress bars show their final state,
     math renders without MathJax, and plotly.js is inlined once.
@@ -677,7 +681,17 @@ def export_html(notebook: str | Path, dest: str | Path | None = None) -> Path:
     from workbench.widgets.export import notebook_page
 
     src = Path(notebook)
+    if not src.is_file():
+        raise _missing(src)
+    _check_notebook(src)
     dest = Path(dest) if dest is not None else src.with_suffix(".html")
+    if dest.is_dir():
+        dest = dest / f"{src.stem}.html"
+    if dest.exists() and (not dest.is_file() or not _is_ours(dest)):
+        raise OutputPathError(
+            f"{str(dest)!r} exists and was not written by workbench, so it is not replaced. "
+            "Move or rename it, or give another --out."
+        )
     page = notebook_page(nbformat.read(src, as_version=4), name=src.stem)
     atomic_write_text(dest, page + "\n" + _HTML_MARK + "\n")
     return dest

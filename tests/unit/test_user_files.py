@@ -228,6 +228,24 @@ def test_export_html_marks_its_pages_and_writes_atomically(tmp_path):
     assert json.loads((out / "x.ipynb").read_text())["metadata"]["papermill"]
 
 
+def test_workbench_export_writes_a_page_and_never_replaces_a_foreign_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    _good_copy(out)
+    assert cli.main(["export", str(out / "x.ipynb")]) == 0
+    assert "x.html" in capsys.readouterr().out and (out / "x.html").is_file()
+    assert cli.main(["export", str(out / "x.ipynb")]) == 0  # its own page: replaced
+    mine = tmp_path / "mine.html"
+    mine.write_text("<p>my notes</p>")
+    assert cli.main(["export", str(out / "x.ipynb"), "--out", str(mine)]) != 0
+    assert "not replaced" in capsys.readouterr().err and mine.read_text() == "<p>my notes</p>"
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    assert cli.main(["export", str(out / "x.ipynb"), "--out", str(folder)]) == 0
+    assert (folder / "x.html").is_file()
+    assert cli.main(["export", str(tmp_path / "nope.ipynb")]) != 0
+    assert "does not exist" in capsys.readouterr().err
+
+
 # -- save_sae: never removes what it did not write -------------------------------------------
 
 
