@@ -468,3 +468,98 @@ def test_offline_pickers_redraw_the_map_in_javascript(tmp_path):
     z = np.array([[np.nan if v is None else v for v in row] for row in got["z"]])
     want = np.where(np.triu(np.ones((4, 4)), 1) > 0, np.nan, a[1, 2])
     np.testing.assert_allclose(z, want, atol=1e-4)
+
+
+def _two_figures():
+    a = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], name="a"), layout={"template": "plotly_white"})
+    b = go.Figure(
+        [go.Scatter(x=[0], y=[2], name="b"), go.Bar(y=[3, 4], name="c")],
+        layout={"template": "plotly_white", "title": {"text": "second"}},
+    )
+    return a, b
+
+
+def test_figure_frames_send_whole_figures_and_their_template_once():
+    a, b = _two_figures()
+    frames = static_mod.FigureFrames(("τ", ["0.1", "0.2"]), [a, b], start=1, note="τ offline")
+    off = frames.payload()
+    assert off["names"] == ["τ"] and off["options"] == [["0.1", "0.2"]]
+    assert off["dims"] == [2] and off["start"] == [1] and off["kind"] == "figures"
+    assert [len(f["data"]) for f in off["frames"]] == [1, 2]
+    assert off["frames"][1]["layout"]["title"]["text"] == "second"
+    assert "template" not in off["frames"][0]["layout"] and off["template"]["layout"]
+    page = static_mod.static_html(b, offline=frames)
+    assert _payload(page) == off
+    assert "Plotly.react" in page and json.dumps("τ offline") in page and "controls(el)" in page
+    assert "wb-offline-controls" in page and "data-control" in page
+    with pytest.raises(ValueError, match="one figure per option"):
+        static_mod.FigureFrames(("τ", ["0.1"]), [a, b]).payload()
+
+
+def test_figure_frames_past_the_budget_leave_a_fixed_copy_that_says_so(monkeypatch):
+    a, b = _two_figures()
+    frames = static_mod.FigureFrames(("τ", ["0.1", "0.2"]), [a, b])
+    size = len(json.dumps(frames.payload()))
+    assert frames.payload(budget=size) is not None and frames.payload(budget=size - 1) is None
+    monkeypatch.setattr(static_mod, "OFFLINE_BUDGET_BYTES", size - 1)
+    page = static_mod.static_html(a, offline=frames, caption="static copy")
+    assert "var off" not in page and "static copy (a fixed copy" in page
+    assert "past the offline size budget" in page
+
+
+_REACT_HARNESS = """
+var calls = [], inputs = [];
+function fake(tag) { return { tag: tag, style: {}, children: [], value: 0,
+  appendChild: function (c) { this.children.push(c); },
+  setAttribute: function (k, v) { this[k] = v; },
+  addEventListener: function (ev, fn) { (this.ls = this.ls || {})[ev] = fn; } }; }
+var el = fake("div"); el.parentNode = { insertBefore: function (bar) { el.bar = bar; } };
+global.document = { getElementById: function () { return el; }, createElement: function (t) {
+  var f = fake(t); if (t === "select" || t === "input") { inputs.push(f); } return f; } };
+global.window = { Plotly: {
+  newPlot: function () { return Promise.resolve(); },
+  react: function (e, d, l, c) { calls.push({data: d, layout: l, config: c}); } } };
+SCRIPT
+setTimeout(function () {
+  var sel = inputs[0], before = el["data-frame"];
+  sel.value = 1; sel.ls.change();
+  console.log(JSON.stringify({n: inputs.length, tag: sel.tag, control: sel["data-control"],
+    start: before === undefined ? null : before, options: sel.children.length,
+    bar: el.bar.className, frame: el["data-frame"], calls: calls}));
+}, 10);
+"""
+
+
+def run_frames_in_node(page, tmp_path):
+    """The last static script of ``page``, run in node with a stub DOM and a Plotly that
+    records ``react``; the first control is switched to option 1."""
+    import re
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = re.findall(r'<script type="text/javascript">(.*?)</script>', page, re.S)[-1]
+    (tmp_path / "react.js").write_text(_REACT_HARNESS.replace("SCRIPT", script))
+    out = subprocess.run(
+        [node, str(tmp_path / "react.js")], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_figure_frames_switch_the_whole_figure_in_javascript(tmp_path):
+    """Picking the second option redraws with its traces and layout (template put back)
+    and marks the plot with the frame shown."""
+    a, b = _two_figures()
+    frames = static_mod.FigureFrames(("τ", ["0.1", "0.2"]), [a, b], note="τ offline")
+    off = frames.payload()
+    got = run_frames_in_node(static_mod.static_html(a, offline=frames), tmp_path)
+    assert got["n"] == 1 and got["tag"] == "select" and got["control"] == "τ"
+    assert got["options"] == 2 and got["bar"] == "wb-offline-controls"
+    assert got["start"] is None and got["frame"] == 1 and len(got["calls"]) == 1
+    call = got["calls"][0]
+    assert call["data"] == off["frames"][1]["data"]
+    assert call["layout"]["title"]["text"] == "second"
+    assert call["layout"]["template"] == off["template"]

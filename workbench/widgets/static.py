@@ -30,6 +30,7 @@ __all__ = [
     "OFFLINE_BUDGET_BYTES",
     "PLOTLY_MIME",
     "STATIC_CLASS",
+    "FigureFrames",
     "OfflineFrames",
     "add_static_copies",
     "ensure_plotlyjs",
@@ -99,7 +100,68 @@ class OfflineFrames:
         return None
 
 
-_OFFLINE_JS = """  var off = %(payload)s;
+@dataclass
+class FigureFrames:
+    """Precomputed whole figures that a static copy switches between in the browser.
+
+    For a figure whose traces change with a control (a route graph keeps other nodes and
+    edges at another threshold), so :class:`OfflineFrames`' fixed heatmap will not do.
+
+    Args:
+        control: ``(name, option labels)``, one drop-down (a slider past 12 options).
+        figures: a figure (or its plotly JSON as a dict) per option, in the same order.
+        start: the option shown first (the static copy's own figure should be that one).
+        note: a line beside the control (say which controls work offline).
+
+    A template the figures share is sent once. Past :data:`OFFLINE_BUDGET_BYTES` of JSON
+    the static copy stays fixed and says so.
+    """
+
+    control: tuple[str, Sequence[str]]
+    figures: Sequence[go.Figure | dict[str, Any]]
+    start: int = 0
+    note: str = ""
+
+    def payload(self, budget: int | None = None) -> dict[str, Any] | None:
+        """The JSON the page's script reads, or ``None`` when it would not fit ``budget``.
+
+        ``budget`` defaults to :data:`OFFLINE_BUDGET_BYTES`, read when called.
+        """
+        budget = OFFLINE_BUDGET_BYTES if budget is None else budget
+        name, options = self.control
+        if len(options) != len(self.figures):
+            raise ValueError(
+                f"FigureFrames: {len(options)} options of {name!r} but {len(self.figures)} "
+                "figures; give one figure per option."
+            )
+        if not 0 <= self.start < len(options):
+            raise ValueError(f"FigureFrames: start {self.start} is not an option index.")
+        specs = [_figure_json(f) for f in self.figures]
+        frames = [
+            {"data": s.get("data") or [], "layout": dict(s.get("layout") or {})} for s in specs
+        ]
+        templates = [f["layout"].get("template") for f in frames]
+        template = templates[0] if templates and all(t == templates[0] for t in templates) else None
+        if template is not None:
+            for f in frames:
+                del f["layout"]["template"]
+        out = {
+            "kind": "figures", "names": [name], "options": [[str(o) for o in options]],
+            "dims": [len(options)], "start": [self.start], "template": template,
+            "frames": frames,
+        }  # fmt: skip
+        return out if len(json.dumps(out)) <= budget else None
+
+
+def _figure_json(fig: go.Figure | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(fig, dict):
+        return fig
+    return json.loads(pio.to_json(fig, validate=False))
+
+
+# The controls bar both kinds of frames share: one input per control (a drop-down, a slider
+# past 12 options), the note, then ``%(apply)s``, which defines ``apply()`` for the inputs.
+_CONTROLS_JS = """  var off = %(payload)s;
   function controls(el) {
     var bar = document.createElement("div");
     bar.className = "wb-offline-controls";
@@ -136,12 +198,20 @@ _OFFLINE_JS = """  var off = %(payload)s;
     note.textContent = %(note)s;
     bar.appendChild(note);
     el.parentNode.insertBefore(bar, el);
-    var raw = atob(off.data), n = raw.length, bytes = new Uint8Array(n);
+    function frameIndex() {
+      var idx = 0;
+      inputs.forEach(function (inp, i) { idx = idx * off.dims[i] + Number(inp.value); });
+      return idx;
+    }
+%(apply)s  }
+"""
+
+# OfflineFrames: decode the heatmap values once, restyle z (and the other traces) per frame.
+_HEATMAP_APPLY = """    var raw = atob(off.data), n = raw.length, bytes = new Uint8Array(n);
     for (var b = 0; b < n; b++) { bytes[b] = raw.charCodeAt(b); }
     var vals = off.dtype === "u2" ? new Uint16Array(bytes.buffer) : bytes;
     function apply() {
-      var idx = 0;
-      inputs.forEach(function (inp, i) { idx = idx * off.dims[i] + Number(inp.value); });
+      var idx = frameIndex();
       var size = off.rows * off.cols, base = idx * size, z = [];
       for (var r = 0; r < off.rows; r++) {
         var row = [];
@@ -163,7 +233,17 @@ _OFFLINE_JS = """  var off = %(payload)s;
       if (off.titles) { window.Plotly.relayout(el, {"title.text": off.titles[idx]}); }
       el.setAttribute("data-frame", idx);
     }
-  }
+"""
+
+# FigureFrames: draw the frame's whole figure (its traces may differ in number and kind).
+_FIGURE_APPLY = """    function apply() {
+      var idx = frameIndex(), f = off.frames[idx], layout = f.layout;
+      if (off.template && !layout.template) {
+        layout = Object.assign({}, layout, {template: off.template});
+      }
+      window.Plotly.react(el, f.data, layout, {responsive: true});
+      el.setAttribute("data-frame", idx);
+    }
 """
 
 
@@ -183,16 +263,17 @@ def static_html(
     *,
     include_plotlyjs: bool = False,
     height: int | None = None,
-    offline: OfflineFrames | None = None,
+    offline: OfflineFrames | FigureFrames | None = None,
     caption: str = "",
 ) -> str:
     """A self-drawing ``<div>`` of ``fig`` (a figure, or its plotly JSON as a dict).
 
     The script waits for ``window.Plotly`` instead of calling ``Plotly.newPlot`` at once,
     so the copy that carries plotly.js may come anywhere in the page, or be injected
-    later (see :func:`ensure_plotlyjs`). With ``offline`` frames, controls above the
-    figure switch between them in the browser, with no kernel; ``caption`` is a line
-    above the figure (which controls work offline, or why none do).
+    later (see :func:`ensure_plotlyjs`). With ``offline`` frames (:class:`OfflineFrames` or
+    :class:`FigureFrames`), controls above the figure switch between them in the browser,
+    with no kernel; ``caption`` is a line above the figure (which controls work offline,
+    or why none do).
     """
     payload = offline.payload() if offline is not None else None
     if offline is not None and payload is None:
@@ -211,9 +292,10 @@ def static_html(
     offline_js = ""
     then = ""
     if payload is not None:
-        offline_js = _OFFLINE_JS % {
+        offline_js = _CONTROLS_JS % {
             "payload": json.dumps(payload).replace("</", "<\\/"),
             "note": json.dumps(offline.note if offline else ""),
+            "apply": _FIGURE_APPLY if isinstance(offline, FigureFrames) else _HEATMAP_APPLY,
         }
         then = ".then(function () { controls(el); })"
     js = (
@@ -248,7 +330,7 @@ def static_bundle(
     fig: go.Figure,
     *,
     height: int | None = None,
-    offline: OfflineFrames | None = None,
+    offline: OfflineFrames | FigureFrames | None = None,
     caption: str = "",
 ) -> dict[str, Any]:
     """``text/html`` and plotly JSON mimetypes of ``fig`` (plotly.js inlined the first time)."""
