@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
 from tests.unit.routes_handbuilt import PROMPT, expected_route, two_layer_route_model
 from workbench.analysis.routes import Node, trace_routes
+from workbench.widgets import static as static_mod
+from workbench.widgets.layout import layout_problems
 from workbench.widgets.routes_view import (
+    OFFLINE_NOTE,
+    OFFLINE_TAUS,
     RoutesView,
     head_frequency_figure,
     head_maps_figure,
@@ -124,9 +130,16 @@ def test_export_has_static_copies_of_both_figures(routes):
     html = bundle["text/html"]
     assert html.count('class="wb-static-figure"') == 2
     assert 'class="wb-routes" style="display:flex' in html  # the detail beside the graph
+    # fixed shares: the graph draws before the detail column exists, and must not take
+    # the whole width then
+    assert "flex:0 0 calc((100% - 8px) * 0.6)" in html and "* 0.4)" in html
     assert "Route graph" in html and "Layer 0, head 0" in html
     figs = view.static_figures()
     assert all(isinstance(f, go.Figure) for f in figs) and len(figs) == 2
+    # τ works offline, and the copy says which controls do
+    assert html.count("var off = ") == 1 and "Plotly.react" in html
+    assert "wb-offline-controls" in html and json.dumps(OFFLINE_NOTE) in html
+    assert "past the offline size budget" not in html
 
 
 def test_view_refuses_bad_input(routes):
@@ -163,3 +176,82 @@ def test_static_figure_exports_html():
     assert 'class="wb-static-figure"' in bundle["text/html"]
     assert bundle["application/vnd.plotly.v1+json"]["data"][0]["type"] == "bar"
     assert bundle["text/plain"] == "bars (plotly figure)"
+
+
+def _plain(spec):
+    """A figure's JSON without what differs between a FigureWidget and a plain figure
+    (trace uids) or what the frames send once (the template)."""
+    spec = json.loads(json.dumps(spec if isinstance(spec, dict) else spec.to_plotly_json(),
+                                 default=lambda a: a.tolist()))  # fmt: skip
+    for t in spec["data"]:
+        t.pop("uid", None)
+    spec["layout"].pop("template", None)
+    return spec
+
+
+def test_offline_frames_are_the_live_graph_at_each_threshold(routes):
+    view = RoutesView.for_routes(routes, tau=0.05, wait=0)
+    frames = view.offline()
+    taus = sorted({*OFFLINE_TAUS, 0.05})
+    name, options = frames.control
+    assert name == "τ" and options == [f"{t:.3g}" for t in taus]
+    assert options[frames.start] == "0.05" and "sum heads" in frames.note
+    assert _plain(frames.figures[frames.start]) == _plain(view.static_figures()[0])
+    sizes = {len(trace_named(go.Figure(f), "nodes").x) for f in frames.figures}
+    assert sizes == {9, 7}  # the graph changes shape with τ (fewer nodes at 0.3)
+    live = RoutesView.for_routes(routes, wait=0)
+    for t, spec in zip(taus, frames.figures, strict=True):
+        g = routes.graph(-1, t)
+        fig = go.Figure(spec)
+        heads = [e for *_, e in g.graph.edges(data=True) if e["kind"] == "head"]
+        assert len(trace_named(fig, "nodes").x) == g.graph.number_of_nodes()
+        assert len(trace_named(fig, "edge handles").x) == len(heads)
+        live.tau.value = t
+        assert _plain(spec) == _plain(live.static_figures()[0]), t
+        for width in (1030, 1400):
+            assert layout_problems(spec, width) == [], (t, width)
+    assert frames.payload() is not None
+
+
+def test_offline_frames_follow_prediction_renormalise_and_sum_heads(routes):
+    view = RoutesView.for_routes(routes, prediction=4, renormalize=True, sum_heads=True, wait=0)
+    frames = view.offline()
+    spec = frames.figures[frames.control[1].index("0.1")]
+    g = routes.graph(4, 0.1, renormalize=True)
+    want = route_figure(g, sum_heads=True)
+    assert _plain(spec) == _plain(want)
+
+
+def test_offline_frames_past_the_budget_thin_then_give_up(routes, monkeypatch):
+    view = RoutesView.for_routes(routes, tau=0.04, wait=0)
+    full = len(json.dumps(view.offline().payload()))
+    monkeypatch.setattr(static_mod, "OFFLINE_BUDGET_BYTES", full - 1)
+    fewer = view.offline()
+    options = fewer.control[1]
+    assert 2 <= len(options) < len(OFFLINE_TAUS) and options[fewer.start] == "0.04"
+    assert fewer.payload() is not None and options == sorted(options, key=float)
+    monkeypatch.setattr(static_mod, "OFFLINE_BUDGET_BYTES", 100)
+    fixed = view.offline()
+    assert len(fixed.control[1]) == 2 and "0.04" in fixed.control[1]
+    assert fixed.payload() is None
+    view.select_node(Node(1, "mlp", 5))
+    html = view._repr_mimebundle_()["text/html"]
+    assert "var off" not in html and "past the offline size budget" in html
+    assert html.count('class="wb-static-figure"') == 2  # the detail panel stays
+
+
+def test_offline_tau_picker_redraws_the_graph_in_javascript(routes, tmp_path):
+    """The exported page's script, run in node: picking the second threshold draws that
+    frame's traces with Plotly.react and marks the plot with the frame."""
+    from tests.unit.test_widgets import run_frames_in_node
+
+    view = RoutesView.for_routes(routes, tau=0.3, wait=0)
+    page = view._repr_mimebundle_()["text/html"]
+    off = json.loads(page.split("var off = ", 1)[1].split(";\n", 1)[0].replace("<\\/", "</"))
+    got = run_frames_in_node(page, tmp_path)
+    assert got["control"] == "τ" and got["options"] == len(off["frames"]) == 10
+    assert got["frame"] == 1 and len(got["calls"]) == 1
+    call = got["calls"][0]
+    assert call["data"] == off["frames"][1]["data"]
+    assert call["layout"]["title"]["text"].startswith("Route graph, τ = 0.02")
+    assert call["layout"]["template"] == off["template"]

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
@@ -43,7 +45,7 @@ from workbench.widgets.layout import (
     token_axis,
     token_label,
 )
-from workbench.widgets.static import PLOTLY_MIME, static_bundle, static_html
+from workbench.widgets.static import PLOTLY_MIME, FigureFrames, static_bundle, static_html
 from workbench.widgets.views import TEMPLATE, View, ViewDataError
 
 __all__ = [
@@ -70,6 +72,12 @@ def _tok(t: str, max_chars: int = 12) -> str:
 GRAPH_SHARE, DETAIL_SHARE = 0.6, 0.4
 MAX_GRAPH_HEIGHT = 720  # px: a 30-layer model's 61 levels fit, labels every other level
 LEVEL_FONT_PX = 11
+# The thresholds the static copy's τ picker offers (the view's own τ is added).
+OFFLINE_TAUS = (0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
+OFFLINE_NOTE = (
+    "τ works offline for these thresholds (no kernel); the prediction, sum heads, "
+    "renormalise and clicking a node or edge need the kernel"
+)
 
 
 def head_colours(n_heads: int) -> list[str]:
@@ -641,22 +649,70 @@ class RoutesView(View):
             figs.append(go.Figure(self.detail.to_dict()))
         return figs
 
+    def offline(self) -> FigureFrames | None:
+        """The graph at a few thresholds, so τ works in the static copy with no kernel.
+
+        The thresholds are :data:`OFFLINE_TAUS` and the view's own τ (shown first); each
+        frame is the figure the live view draws at that τ (same prediction, renormalisation
+        and head summing). Past the size budget, about half the thresholds go (the view's
+        own stays) until two are left; if even two do not fit, the copy stays fixed and its
+        caption says so.
+        """
+        cur = float(self.tau.value)
+        p, renorm = self.prediction.value, self.renormalize.value
+        figures: dict[float, dict[str, Any]] = {}
+        for t in sorted({t for t in OFFLINE_TAUS if abs(t - cur) > 1e-9} | {cur}):
+            g = self.graph if t == cur else self.graph_fn(p, t, renorm)
+            try:
+                fig = route_figure(g, sum_heads=self.sum_heads.value)
+            except ViewDataError:  # nothing left on the route at this τ
+                continue
+            figures[t] = json.loads(pio.to_json(fig, validate=False))
+        if cur not in figures:
+            return None
+        taus = list(figures)
+        while True:
+            frames = FigureFrames(
+                control=("τ", [f"{t:.3g}" for t in taus]),
+                figures=[figures[t] for t in taus],
+                start=taus.index(cur),
+                note=OFFLINE_NOTE,
+            )
+            if len(taus) <= 2 or frames.payload() is not None:
+                return frames
+            taus = _fewer(taus, cur)
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         figs = self.static_figures()
         bundle = dict(self.widget._repr_mimebundle_())
-        first = static_bundle(figs[0])
+        frames = self.offline()
+        caption = (
+            ""
+            if frames is not None
+            else "static copy: run the notebook to move τ or click nodes and edges"
+        )
+        first = static_bundle(figs[0], offline=frames, caption=caption)
         bundle[PLOTLY_MIME] = first[PLOTLY_MIME]
-        # graph and detail side by side, as in the live view (a copy keeps both panels)
+        # graph and detail side by side, as in the live view (a copy keeps both panels);
+        # fixed shares, not flex-grow: the graph draws itself before the detail column is
+        # parsed, and would otherwise take the whole width and run under the detail
         detail = "".join(static_html(f) for f in figs[1:])
+        col = "flex:0 0 calc((100% - 8px) * {:g}); min-width:0"
         bundle["text/html"] = (
-            '<div class="wb-static-caption" style="font: 12px sans-serif; color: #666">static '
-            "copy: run the notebook to move τ or click nodes and edges</div>"
             '<div class="wb-routes" style="display:flex; gap:8px; align-items:flex-start">'
-            f'<div style="flex:{GRAPH_SHARE * 10:g} 1 0%; min-width:0">{first["text/html"]}</div>'
-            f'<div style="flex:{DETAIL_SHARE * 10:g} 1 0%; min-width:0">{detail}</div></div>'
+            f'<div style="{col.format(GRAPH_SHARE)}">{first["text/html"]}</div>'
+            f'<div style="{col.format(DETAIL_SHARE)}">{detail}</div></div>'
         )
         bundle["text/plain"] = "RoutesView (static copy; run the notebook to interact)"
         return bundle
+
+
+def _fewer(taus: list[float], keep: float) -> list[float]:
+    """About half of ``taus`` (at least two), spread evenly over them, ``keep`` among them."""
+    others = [t for t in taus if t != keep]
+    k = max(1, len(taus) // 2 - 1)
+    picks = np.unique(np.linspace(0, len(others) - 1, k).round().astype(int))
+    return sorted({others[i] for i in picks} | {keep})
 
 
 def _error_bars(df: pd.DataFrame, value: str) -> dict | None:
