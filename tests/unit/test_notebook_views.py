@@ -102,7 +102,7 @@ def test_exported_page_makes_no_requests_and_keeps_every_figure(tmp_path):
     assert external_urls(page) == []
     assert not re.search(r"<(script|link)[^>]*(src|href)=[\"']?https?://", page)
     assert "cdnjs" not in page and "text/x-mathjax-config" not in page
-    assert page.count("plotly.js v") == 1  # inlined once
+    assert page.count('class="wb-plotlyjs"') == 1  # inlined once
     assert page.count('class="wb-static-figure"') >= 1
     assert "3001/3001" in page and "0/3001" not in page
     assert "q·k<sub>sink</sub>/√d" in page and "\\cdot" not in page

@@ -268,5 +268,5 @@ def test_html_export_draws_plain_plotly_outputs_and_drops_widget_state(tmp_path)
     nbformat.write(nb, tmp_path / "plain.ipynb")
     page = export_html(tmp_path / "plain.ipynb").read_text()
     assert page.count('class="wb-static-figure"') == 1 and "height:333px" in page
-    assert page.count("plotly.js v") == 1  # inlined once, in the head
+    assert page.count('class="wb-plotlyjs"') == 1  # inlined once, in the head
     assert "html-manager" not in page  # no widget manager from a CDN

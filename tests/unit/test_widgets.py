@@ -349,7 +349,7 @@ def test_views_display_as_widget_plus_static_figure():
             "z"
         )
     # plotly.js travels once per kernel, in the first static copy
-    assert "plotly.js v" in b1["text/html"] and "plotly.js v" not in b2["text/html"]
+    assert "wb-plotlyjs" in b1["text/html"] and "wb-plotlyjs" not in b2["text/html"]
     # the spec is embedded as JSON a script tag cannot be closed by
     spec_html = b1["text/html"].split("var spec = ", 1)[1]
     assert "</script><b>" not in spec_html.split("</script>", 1)[0]
@@ -361,7 +361,7 @@ def test_views_display_as_widget_plus_static_figure():
 def test_ensure_plotlyjs_injects_only_when_missing():
     page = "<html><head></head><body><div class='wb-static-figure'></div></body></html>"
     out = static_mod.ensure_plotlyjs(page)
-    assert out.index("plotly.js v") < out.index("</head>")
+    assert out.index("wb-plotlyjs") < out.index("</head>")
     assert static_mod.ensure_plotlyjs(out) == out
     assert static_mod.ensure_plotlyjs("<html>no figures</html>") == "<html>no figures</html>"
 
