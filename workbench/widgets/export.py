@@ -5,7 +5,8 @@
 - **no requests**: nbconvert's ``lab`` template loads require.js and MathJax from a CDN
   (and mermaid when a diagram is present); those tags are removed. Math in markdown
   cells (``$q\\cdot k/\\sqrt d$``) is rendered to HTML with Unicode and ``<sub>``/``<sup>``
-  (:func:`latex_to_html`), so it reads offline. plotly.js is inlined once (gzip-compressed, about 2 MB);
+  (:func:`latex_to_html`), so it reads offline. plotly.js is inlined once, compressed
+  (about 2 MB);
 - **progress bars in their final state**: a tqdm bar is a widget, and without widget
   state nbconvert shows its first text, "0%". The widget state saved with the notebook
   holds the last one, so each bar becomes a static bar with its final text
