@@ -180,12 +180,13 @@ def test_static_figure_exports_html():
 
 def _plain(spec):
     """A figure's JSON without what differs between a FigureWidget and a plain figure
-    (trace uids) or what the frames send once (the template)."""
+    (trace uids, the live widget's autosize) or what the frames send once (the template)."""
     spec = json.loads(json.dumps(spec if isinstance(spec, dict) else spec.to_plotly_json(),
                                  default=lambda a: a.tolist()))  # fmt: skip
     for t in spec["data"]:
         t.pop("uid", None)
     spec["layout"].pop("template", None)
+    spec["layout"].pop("autosize", None)
     return spec
 
 

@@ -333,6 +333,18 @@ def test_ablation_view_toggles_recompute_and_clean_run_is_cached():
     assert calls[-1] == ("other", 2, ())
 
 
+def test_live_figures_fill_their_output_area():
+    # plotly's widget never gets lumino resize messages as an anywidget: without autosize,
+    # responsive and a FitWidth in the box it drew at 700 px in any output area
+    from workbench.widgets.sizing import FitWidth
+
+    view = wbw.NextTokenView(pd.DataFrame({"token": ["a"], "prob": [1.0], "rank": [0]}))
+    assert view.figure.layout.autosize is True
+    assert view.figure._config.get("responsive") is True
+    assert sum(isinstance(c, FitWidth) for c in view.widget.children) == 1
+    assert "ResizeObserver" in FitWidth._esm and "resize" in FitWidth._esm
+
+
 # -- static copies ---------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ from workbench.widgets.layout import (
     token_axis,
     token_label,
 )
+from workbench.widgets.sizing import fit
 from workbench.widgets.static import PLOTLY_MIME, FigureFrames, static_bundle, static_html
 from workbench.widgets.views import TEMPLATE, View, ViewDataError
 
@@ -533,7 +534,7 @@ class RoutesView(View):
         )
         self.graph = graph_fn(first, tau, renormalize)
         super().__init__(route_figure(self.graph, sum_heads=sum_heads), [controls])
-        self.detail = go.FigureWidget(_placeholder())
+        self.detail = fit(go.FigureWidget(_placeholder()))
         # The detail panel sits beside the graph, so a click near the top shows its result
         # in view; it is cleared whenever the graph changes.
         self.panes = widgets.HBox(

@@ -53,6 +53,7 @@ from workbench.widgets.layout import (
     token_label,
     wrap,
 )
+from workbench.widgets.sizing import FitWidth, fit
 from workbench.widgets.static import OfflineFrames, static_bundle
 
 __all__ = [
@@ -119,10 +120,10 @@ class View:
     figure: go.FigureWidget
 
     def __init__(self, figure: go.Figure, controls: Sequence[widgets.Widget] = ()):
-        self.figure = go.FigureWidget(figure)
+        self.figure = fit(go.FigureWidget(figure))  # the output area's width, not 700 px
         self.status = widgets.HTML("")
         self.controls: list[widgets.Widget] = list(controls)
-        self.widget = widgets.VBox([*self.controls, self.figure, self.status])
+        self.widget = widgets.VBox([*self.controls, self.figure, self.status, FitWidth()])
         self.debouncers: list[Debouncer] = []
 
     # -- display ---------------------------------------------------------------------------
