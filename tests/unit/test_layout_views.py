@@ -26,7 +26,7 @@ from workbench.widgets import routes_view as rv
 from workbench.widgets import toy_views as tv
 from workbench.widgets.layout import layout_problems, log_axis, thin_ticks, token_label
 
-WIDTHS = (1030, 1400)
+WIDTHS = (950, 1030, 1400)  # 968 px: JupyterLab in a 1,400 px window, file browser open
 N_TOK, N_LAYERS, N_HEADS = 40, 30, 9
 RNG = np.random.default_rng(0)
 TOKENS = ["<s>", "def", " f", "(x", "):", "\n", "    ", " return", "\xa0", " x"] * 4

@@ -209,7 +209,7 @@ def test_offline_frames_are_the_live_graph_at_each_threshold(routes):
         assert len(trace_named(fig, "edge handles").x) == len(heads)
         live.tau.value = t
         assert _plain(spec) == _plain(live.static_figures()[0]), t
-        for width in (1030, 1400):
+        for width in (950, 1030, 1400):
             assert layout_problems(spec, width) == [], (t, width)
     assert frames.payload() is not None
 

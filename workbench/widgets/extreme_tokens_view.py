@@ -46,6 +46,7 @@ from workbench.widgets.layout import (
     colorbar,
     log_axis,
     panel_domains,
+    title_chars,
     token_axis,
     token_label,
     wrap,
@@ -295,10 +296,11 @@ class HeadExplorer(View):
             m_line.x, m_line.y = layers, med.tolist()
             mark.x, mark.y = [layer], [float(norms[layer, sink])]
             other_mean = float(vn[others].mean()) if others else float("nan")
-            self.figure.layout.title.text = (
+            self.figure.layout.title.text = wrap(
                 f"Layer {layer} head {head}: the sink {_label(toks[sink])!r} (position {sink}) "
                 f"gets {a[sink:, sink].mean():.2f} of the attention<br>"
-                f"‖v W_O‖ of the sink {vn[sink]:.3g} against {other_mean:.3g} for the others"
+                f"‖v W_O‖ of the sink {vn[sink]:.3g} against {other_mean:.3g} for the others",
+                title_chars(DESIGN_WIDTH_PX, 15),
             )
 
 
@@ -460,7 +462,7 @@ def sink_ablation_scatter(
     fig.update_layout(
         template=TEMPLATE,
         height=height,
-        title={"text": wrap(f"Sink mass against ablation effect ({label}){note}", 90)},
+        title={"text": wrap(f"Sink mass against ablation effect ({label}){note}", title_chars())},
         margin={"t": 90},
         xaxis={"title": {"text": "sink mass"}, "range": [-0.03, 1.03]},
         yaxis={"title": {"text": "Δ loss (nats / token)"}, "range": [lo, hi]},
@@ -639,7 +641,9 @@ def interval_figure(
     fig.update_layout(
         template=TEMPLATE,
         height=height,
-        title={"text": wrap(f"{label} per head, with 95% document-bootstrap intervals", 90)},
+        title={
+            "text": wrap(f"{label} per head, with 95% document-bootstrap intervals", title_chars())
+        },
         scattermode="group",
         yaxis={"title": {"text": label}},
     )

@@ -20,7 +20,13 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from workbench.widgets.layout import COLORBAR_PX, colorbar, panel_domains, token_axis
+from workbench.widgets.layout import (
+    COLORBAR_PX,
+    DESIGN_WIDTH_PX,
+    colorbar,
+    panel_domains,
+    token_axis,
+)
 from workbench.widgets.static import OfflineFrames
 from workbench.widgets.views import View, ViewDataError
 
@@ -225,7 +231,7 @@ def attention_map_figure(
         row=1,
         col=1,
     )
-    panel_w = (doms[0][1] - doms[0][0]) * (1030 - sum(margin))
+    panel_w = (doms[0][1] - doms[0][0]) * (DESIGN_WIDTH_PX - sum(margin))
     fig.update_xaxes(token_axis(xlabels, span_px=panel_w), range=[-0.5, s - 0.5], row=1, col=1)
     fig.update_yaxes(
         token_axis(ylabels, span_px=height - 180, vertical=True),
@@ -428,7 +434,7 @@ class TrainingScrubber(View):
             go.Scatter(x=[], y=[], mode="markers", marker_size=12, name="now"), row=2, col=1
         )
         height = max(600, 10 * s + 350)
-        fig.update_xaxes(token_axis(xlabels, span_px=1030 - 160), row=1, col=1)
+        fig.update_xaxes(token_axis(xlabels, span_px=DESIGN_WIDTH_PX - 160), row=1, col=1)
         fig.update_yaxes(
             token_axis(ylabels, span_px=(height - 180) * 0.7, vertical=True),
             autorange="reversed",
