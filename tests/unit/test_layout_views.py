@@ -318,5 +318,11 @@ def test_thin_ticks_and_token_labels():
     vals, text = thin_ticks(list(range(40)), [str(i) for i in range(40)], span_px=300,
                             per_label_px=16)  # fmt: skip
     assert len(vals) <= 300 // 16 + 1 and vals[0] == 0 and vals[-1] == 39
+    # the browser showed "62" and "63" of 64 overprinted: the last label only joins a full
+    # label's room after the one before it
+    for n, span in ((64, 512), (36, 290), (64, 700), (10, 400)):
+        vals, _ = thin_ticks(list(range(n)), [str(i) for i in range(n)], span_px=span,
+                             per_label_px=16)  # fmt: skip
+        assert min(b - a for a, b in zip(vals, vals[1:], strict=False)) * span / n >= 16, n
     assert token_label("\xa0") == "⍽" and "\\" not in token_label("\u200b")
     assert token_label("a" * 40, 10) == "a" * 9 + "…"
