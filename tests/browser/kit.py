@@ -375,6 +375,10 @@ root => {
       .slice(0, 60)})`;
     const box = rect(gd);
     if (box.width < 50) return;  // hidden (a collapsed tab)
+    // a figure stays inside its box and its output area (a flex row once left it 700 px)
+    const host = gd.closest('.jp-OutputArea-output, .jp-Cell-outputArea') || document.body;
+    if (box.width > rect(gd.parentElement).width + 2 || box.right > rect(host).right + 2)
+      problems.push(`${name}: ${Math.round(box.width)} px wide, past its box or output area`);
     // a figure without a set width fills its box (a live widget once stayed at 700 px)
     const drawn = rect(svg).width;
     if (!(gd.layout || {}).width && drawn < box.width - 4)

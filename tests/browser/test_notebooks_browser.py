@@ -65,11 +65,12 @@ def slide(label: str, key: str, times: int) -> Callable:
     return act
 
 
-def step_int(nth: int = 0) -> Callable:
-    """Add one to the cell's ``nth`` integer box (and press Enter)."""
+def step_int(label: str) -> Callable:
+    """Add one to the number box labelled ``label`` (and press Enter)."""
 
     def act(page, cell):
-        box = cell.locator(".widget-inttext input").nth(nth)
+        row = cell.locator(".widget-inline-hbox", has=page.locator(".widget-label", has_text=label))
+        box = row.locator("input").first
         box.fill(str(int(box.input_value()) + 1))
         box.press("Enter")
 
@@ -97,7 +98,7 @@ SPECS: dict[str, Spec] = {
         params={"graph_tokens": 1000, "sae_tokens": 2000, "loss_tokens": 500, "lm_steps": 10},
         moves=[
             Move("ftv.FunctionTokensView(", "token drop-down", select(1, 1)),
-            Move("ftv.FunctionTokensView(", "feature number", step_int(0)),
+            Move("ftv.FunctionTokensView(", "feature number", step_int("feature")),
         ],
     ),
     "02_active_dormant_heads": Spec(

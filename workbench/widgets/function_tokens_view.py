@@ -29,7 +29,16 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.widgets.controls import DEFAULT_WAIT_S, Debouncer, show_token
-from workbench.widgets.layout import DESIGN_WIDTH_PX, log_axis, token_axis, token_label, wrap
+from workbench.widgets.layout import (
+    DESIGN_WIDTH_PX,
+    LINE_PX,
+    TICK_FONT_PX,
+    log_axis,
+    title_chars,
+    token_axis,
+    token_label,
+    wrap,
+)
 from workbench.widgets.static import static_bundle, static_html
 from workbench.widgets.views import TEMPLATE, View, ViewDataError
 
@@ -280,9 +289,11 @@ class TokenFeaturesView(View):
         *,
         tokens: Sequence[int] | None = None,
         top: int = 25,
-        height: int = 420,
+        height: int | None = None,
     ):
         self.graphs, self.top = graphs, top
+        # a text line per bar label (25 bars overprinted their labels at 420 px)
+        height = height or int(130 + TICK_FONT_PX * LINE_PX * top)
         layers = _check_graphs(graphs)
         first = graphs[layers[0]]
         ids = list(tokens) if tokens is not None else first.frequency_order()[:40].tolist()
@@ -356,7 +367,7 @@ class TokenFeaturesView(View):
                     f"features (top {len(df)} shown; click one)",
                     quote=False,
                 ),
-                90,
+                title_chars(),
             )
 
 

@@ -229,6 +229,12 @@ def route_figure(
         [t[0] for t in ticks], [t[1] for t in ticks], span_px=h - 170,
         per_label_px=LEVEL_FONT_PX * 1.4,
     )  # fmt: skip
+    # "emb" and "L0" are one level apart, the layers two: drop a label too close below
+    kept = [0]
+    for i in range(1, len(vals)):
+        if (vals[i] - vals[kept[-1]]) * level_px >= LEVEL_FONT_PX * 1.3:
+            kept.append(i)
+    vals, text = [vals[i] for i in kept], [text[i] for i in kept]
     pred = g.prediction
     nxt = f" (prediction at {pred}: {_tok(g.tokens[pred])!r} → next)"
     graph_px = GRAPH_SHARE * DESIGN_WIDTH_PX - 80 - 110  # margin, legend
@@ -539,9 +545,10 @@ class RoutesView(View):
         # in view; it is cleared whenever the graph changes.
         self.panes = widgets.HBox(
             [
-                widgets.Box([self.figure], layout=widgets.Layout(
+                # columns, so each figure stretches to its pane (a row box left it 700 px)
+                widgets.VBox([self.figure], layout=widgets.Layout(
                     flex=f"{GRAPH_SHARE * 10:g} 1 0%", min_width="0")),
-                widgets.Box([self.detail], layout=widgets.Layout(
+                widgets.VBox([self.detail], layout=widgets.Layout(
                     flex=f"{DETAIL_SHARE * 10:g} 1 0%", min_width="0")),
             ],
             layout=widgets.Layout(width="100%", align_items="flex-start"),
