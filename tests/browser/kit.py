@@ -381,6 +381,9 @@ root => {
       problems.push(`${name}: ${Math.round(box.width)} px wide, past its box or output area`);
     // a figure without a set width fills its box (a live widget once stayed at 700 px)
     const drawn = rect(svg).width;
+    if (drawn > box.width + 2)
+      problems.push(`${name}: drawn ${Math.round(drawn)} px wide in a ${Math.round(box.width)}` +
+                    ' px box, so it is clipped');
     if (!(gd.layout || {}).width && drawn < box.width - 4)
       problems.push(`${name}: drawn ${Math.round(drawn)} px wide in a ${Math.round(box.width)}` +
                     ' px area');

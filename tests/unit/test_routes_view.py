@@ -256,3 +256,13 @@ def test_offline_tau_picker_redraws_the_graph_in_javascript(routes, tmp_path):
     assert call["data"] == off["frames"][1]["data"]
     assert call["layout"]["title"]["text"].startswith("Route graph, τ = 0.02")
     assert call["layout"]["template"] == off["template"]
+
+
+def test_replaced_figures_keep_filling_their_pane(routes):
+    # a new layout without autosize drew the detail panel at 700 px in a ~390 px pane
+    view = RoutesView.for_routes(routes, tau=0.05, wait=0)
+    view.select_node(view.graph.top)
+    assert view.detail.layout.autosize is True and view.figure.layout.autosize is True
+    view.tau.value = 0.3
+    view.flush()
+    assert view.detail.layout.autosize is True and view.figure.layout.autosize is True

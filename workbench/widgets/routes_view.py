@@ -471,6 +471,7 @@ def _replace(widget: go.FigureWidget, fig: go.Figure) -> None:
     """
     widget.data = []
     widget.layout = fig.layout
+    widget.layout.autosize = True  # the new layout lacks it: keep filling the pane
     widget.add_traces(list(fig.data))
 
 
