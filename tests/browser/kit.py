@@ -409,6 +409,11 @@ root => {
         }
       }
     });
+    gd.querySelectorAll('.gtitle').forEach(t => {
+      const r = rect(t);
+      const over = ticks.flat().find(x => hit(rect(x), r));
+      if (over) problems.push(`${name}: the title overlaps tick label ${label(over)}`);
+    });
     const edge = rect(svg);
     gd.querySelectorAll('.gtitle, .g-gtitle text, .annotation-text').forEach(t => {
       const r = rect(t);

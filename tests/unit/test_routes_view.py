@@ -266,3 +266,15 @@ def test_replaced_figures_keep_filling_their_pane(routes):
     view.tau.value = 0.3
     view.flush()
     assert view.detail.layout.autosize is True and view.figure.layout.autosize is True
+
+
+def test_clearing_the_detail_hides_the_lens_axes(routes):
+    # the lens's stacked axes stayed in the browser over the placeholder's title
+    view = RoutesView.for_routes(routes, tau=0.05, wait=0)
+    view.select_node(view.graph.top)
+    extra = [k for k in view.detail.layout.to_plotly_json() if k[1:5] == "axis" and k[5:]]
+    assert extra  # the lens has stacked panels
+    view.tau.value = 0.3
+    view.flush()
+    for key in extra:
+        assert view.detail.layout[key].visible is False, key

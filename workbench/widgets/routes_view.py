@@ -469,8 +469,13 @@ def _replace(widget: go.FigureWidget, fig: go.Figure) -> None:
     the new traces: a heatmap added onto the axes of the bar chart it replaces would be
     drawn once against the wrong axis type (the browser's ``<image> width "NaN"``).
     """
+    old_axes = {k for k in widget.layout.to_plotly_json() if k[1:5] == "axis"}
     widget.data = []
     widget.layout = fig.layout
+    # Axes the new layout does not name stay in the browser with their tick labels (the
+    # lens's "promoted (Δ log p)" printed over the placeholder's title): hide them.
+    for key in old_axes - {k for k in fig.layout.to_plotly_json() if k[1:5] == "axis"}:
+        widget.layout[key] = {"visible": False}
     widget.layout.autosize = True  # the new layout lacks it: keep filling the pane
     widget.add_traces(list(fig.data))
 
