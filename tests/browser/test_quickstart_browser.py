@@ -137,10 +137,11 @@ def _exercise(page, lab, watch, browser, artifacts) -> None:
     assert len(calls) == 1 and 1 <= calls[0] < 4, f"typing ' not' ran {calls} recomputes"
 
     # 6. the same figures read cleanly in a wider window
-    page.set_viewport_size(kit.WIDE_VIEWPORT)
-    page.wait_for_timeout(1500)
-    _, problems = kit.layout_problems(notebook)
-    assert not problems, f"at {kit.output_width(page):.0f} px: {problems}"
+    for viewport in kit.CHECK_VIEWPORTS:  # output areas of 1,030 and 1,400 px
+        page.set_viewport_size(viewport)
+        page.wait_for_timeout(1500)
+        _, problems = kit.layout_problems(notebook)
+        assert not problems, f"at {kit.output_width(page):.0f} px: {problems}"
     page.set_viewport_size(kit.NARROW_VIEWPORT)
     assert not watch.external, f"requests outside localhost: {watch.external[:5]}"
     assert not watch.errors, f"console errors: {watch.errors[:5]}"
