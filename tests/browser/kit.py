@@ -410,10 +410,11 @@ root => {
         }
       }
     });
+    const notes = [...gd.querySelectorAll('.annotation-text')].filter(t => rect(t).width > 0);
     gd.querySelectorAll('.gtitle').forEach(t => {
       const r = rect(t);
-      const over = ticks.flat().find(x => hit(rect(x), r));
-      if (over) problems.push(`${name}: the title overlaps tick label ${label(over)}`);
+      const over = [...ticks.flat(), ...notes].find(x => hit(rect(x), r));
+      if (over) problems.push(`${name}: the title overlaps ${label(over)}`);
     });
     const edge = rect(svg);
     gd.querySelectorAll('.gtitle, .g-gtitle text, .annotation-text').forEach(t => {

@@ -80,3 +80,12 @@ def test_a_figure_narrower_than_its_box_is_caught(tmp_path, browser):
     finally:
         page.close()
     assert any("drawn 700 px wide" in p for p in problems), problems
+
+
+def test_a_title_over_an_annotation_is_caught(tmp_path, browser):
+    fig = _heatmap()
+    fig.update_layout(title={"text": "the title", "x": 0.1, "y": 0.95, "xanchor": "left"})
+    fig.add_annotation(text="a leftover subplot title", x=0.0, y=1.235, xref="paper",
+                       yref="paper", showarrow=False, xanchor="left")  # fmt: skip
+    problems = _faults(fig, tmp_path, browser)
+    assert any("the title overlaps" in p for p in problems), problems

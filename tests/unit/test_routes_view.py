@@ -268,8 +268,8 @@ def test_replaced_figures_keep_filling_their_pane(routes):
     assert view.detail.layout.autosize is True and view.figure.layout.autosize is True
 
 
-def test_clearing_the_detail_hides_the_lens_axes(routes):
-    # the lens's stacked axes stayed in the browser over the placeholder's title
+def test_clearing_the_detail_hides_the_lens_axes_and_titles(routes):
+    # the lens's subplot titles stayed in the browser over the placeholder's title
     view = RoutesView.for_routes(routes, tau=0.05, wait=0)
     view.select_node(view.graph.top)
     extra = [k for k in view.detail.layout.to_plotly_json() if k[1:5] == "axis" and k[5:]]
@@ -278,3 +278,4 @@ def test_clearing_the_detail_hides_the_lens_axes(routes):
     view.flush()
     for key in extra:
         assert view.detail.layout[key].visible is False, key
+    assert len(view.detail.layout.annotations) == 0  # the lens's subplot titles

@@ -469,13 +469,16 @@ def _replace(widget: go.FigureWidget, fig: go.Figure) -> None:
     the new traces: a heatmap added onto the axes of the bar chart it replaces would be
     drawn once against the wrong axis type (the browser's ``<image> width "NaN"``).
     """
-    old_axes = {k for k in widget.layout.to_plotly_json() if k[1:5] == "axis"}
+    old = widget.layout.to_plotly_json()
     widget.data = []
     widget.layout = fig.layout
-    # Axes the new layout does not name stay in the browser with their tick labels (the
-    # lens's "promoted (Δ log p)" printed over the placeholder's title): hide them.
-    for key in old_axes - {k for k in fig.layout.to_plotly_json() if k[1:5] == "axis"}:
-        widget.layout[key] = {"visible": False}
+    # What the new layout does not name stays in the browser: the lens's subplot titles
+    # ("promoted (Δ log p)") printed over the placeholder's title. Hide or empty it.
+    for key in set(old) - set(fig.layout.to_plotly_json()):
+        if key[1:5] == "axis":
+            widget.layout[key] = {"visible": False}
+        elif isinstance(old[key], list | tuple):
+            widget.layout[key] = []
     widget.layout.autosize = True  # the new layout lacks it: keep filling the pane
     widget.add_traces(list(fig.data))
 
