@@ -506,6 +506,11 @@ def check_offline_page(browser, html: Path, artifacts: Path, viewports=None) -> 
                 tried.append(f"{bar['id']}:{inp['name']}")
                 if fingerprint(fig) != before:
                     changed += 1
+        if tried:  # the frames switched in must read as cleanly as the first ones
+            page.set_viewport_size(viewports[0])
+            page.wait_for_timeout(800)
+            _, found = layout_problems(page)
+            problems += [f"after switching, at {viewports[0]['width']} px: {p}" for p in found]
         page.screenshot(path=str(artifacts / f"{html.stem}_offline.png"), full_page=True)
         return {
             "figures": n_static,

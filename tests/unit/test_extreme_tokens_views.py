@@ -198,3 +198,33 @@ def test_interval_figure_and_scatter_draw_the_intervals():
     assert list(fig.data[1].error_y.arrayminus) == pytest.approx([0.02])
     sc = sink_ablation_scatter(t)
     assert list(sc.data[0].error_x.array) == pytest.approx([0.1])
+
+
+def test_static_copies_switch_layer_head_and_metric_offline():
+    from workbench.widgets.static import FigureFrames, OfflineFrames
+
+    view = HeadExplorer(_profile(), layer=1, head=2)
+    frames = view.offline()
+    assert isinstance(frames, OfflineFrames) and frames.start == [1, 2]
+    payload = frames.payload()
+    assert payload is not None and payload["dims"] == [2, 3]
+    # frame (layer 1, head 2) carries what the live view draws there
+    i = 1 * 3 + 2
+    assert frames.titles[i] == view.figure.layout.title.text
+    assert frames.updates[i][1]["y"] == list(view.figure.data[1].y)
+    assert frames.updates[i][4] == {"x": [1], "y": [view.figure.data[4].y[0]]}
+    z = np.asarray(frames.z)[1, 2]
+    assert np.isnan(z[0, 1]) and z[1, 1] == pytest.approx(1.0)  # causal blank, self-attention
+    view.head.value = 0
+    assert frames.titles[1 * 3 + 0] == view.figure.layout.title.text
+    html = view._repr_mimebundle_()["text/html"]
+    assert "wb-offline-controls" in html or "controls(el)" in html
+    assert "layer and head work offline" in html
+
+    ad = ActiveDormantView(_table())
+    ff = ad.offline()
+    assert isinstance(ff, FigureFrames) and ff.payload() is not None
+    assert ff.control[1] == [label for label, _ in ad.metric.options]
+    ad.metric.value = ad.metric.options[1][1]
+    spec = ff.figures[1].to_plotly_json()
+    assert spec["layout"]["title"]["text"] == ad.figure.layout.title.text

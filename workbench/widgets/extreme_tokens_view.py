@@ -51,6 +51,7 @@ from workbench.widgets.layout import (
     token_label,
     wrap,
 )
+from workbench.widgets.static import FigureFrames, OfflineFrames
 from workbench.widgets.views import TEMPLATE, View, ViewDataError, _array, _need
 
 __all__ = [
@@ -295,13 +296,52 @@ class HeadExplorer(View):
             s_line.x, s_line.y = layers, norms[:, sink].tolist()
             m_line.x, m_line.y = layers, med.tolist()
             mark.x, mark.y = [layer], [float(norms[layer, sink])]
-            other_mean = float(vn[others].mean()) if others else float("nan")
-            self.figure.layout.title.text = wrap(
-                f"Layer {layer} head {head}: the sink {_label(toks[sink])!r} (position {sink}) "
-                f"gets {a[sink:, sink].mean():.2f} of the attention<br>"
-                f"‖v W_O‖ of the sink {vn[sink]:.3g} against {other_mean:.3g} for the others",
-                title_chars(DESIGN_WIDTH_PX, 15),
-            )
+            self.figure.layout.title.text = self._title(layer, head)
+
+    def _title(self, layer: int, head: int) -> str:
+        toks = [str(t) for t in self.profile.tokens]
+        sink, a, vn = int(self.profile.sink), self.attn[layer, head], self.value_norms[layer, head]
+        others = [j for j in range(len(toks)) if j != sink]
+        other_mean = float(vn[others].mean()) if others else float("nan")
+        return wrap(
+            f"Layer {layer} head {head}: the sink {_label(toks[sink])!r} (position {sink}) "
+            f"gets {a[sink:, sink].mean():.2f} of the attention<br>"
+            f"‖v W_O‖ of the sink {vn[sink]:.3g} against {other_mean:.3g} for the others",
+            title_chars(DESIGN_WIDTH_PX, 15),
+        )
+
+    def static(self) -> go.Figure:
+        """The figure now, with hover text read from the values (right in every frame)."""
+        fig = super().static()
+        fig.data[0].hovertemplate = "query %{y} → key %{x}: %{z:.3f}<extra></extra>"
+        fig.data[1].hovertemplate = "position %{x}: %{y:.3g}<extra></extra>"
+        return fig
+
+    def offline(self) -> OfflineFrames:
+        """Every layer and head of the prompt, so both pickers work in the static copy."""
+        a = np.array(self.attn, dtype=np.float64)  # [layer, head, query, key]
+        n_layers, n_heads, n = a.shape[0], a.shape[1], a.shape[-1]
+        a[..., np.triu(np.ones((n, n), dtype=bool), k=1)] = np.nan  # later keys: blank
+        sink = int(self.profile.sink)
+        frames = [(lyr, h) for lyr in range(n_layers) for h in range(n_heads)]
+        return OfflineFrames(
+            controls=[
+                ("layer", [str(x) for x in range(n_layers)]),
+                ("head", [str(x) for x in range(n_heads)]),
+            ],
+            z=a,
+            start=[int(self.layer.value), int(self.head.value)],
+            titles=[self._title(lyr, h) for lyr, h in frames],
+            updates=[
+                {
+                    1: {"y": self.value_norms[lyr, h].tolist()},
+                    4: {"x": [lyr], "y": [float(self.resid_norms[lyr, sink])]},
+                }
+                for lyr, h in frames
+            ],
+            note="layer and head work offline (no kernel); the prompt and the domain need "
+            "the notebook",
+        )
 
 
 # -- heads x domains -------------------------------------------------------------------------
@@ -409,6 +449,16 @@ class ActiveDormantView(View):
                     old.update(zmin=new.zmin, zmax=new.zmax, zmid=new.zmid)
                     old.zauto = new.zmin is None and new.zmax is None
             self.figure.layout.title = fig.layout.title
+
+    def offline(self) -> FigureFrames:
+        """The figure for every metric, so the metric picker works in the static copy."""
+        metrics = [value for _, value in self.metric.options]
+        return FigureFrames(
+            control=("metric", [label for label, _ in self.metric.options]),
+            figures=[heads_domains_figure(self.table, m) for m in metrics],
+            start=metrics.index(self.metric.value),
+            note="the metric works offline (no kernel)",
+        )
 
 
 def sink_ablation_scatter(

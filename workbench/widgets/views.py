@@ -54,7 +54,7 @@ from workbench.widgets.layout import (
     wrap,
 )
 from workbench.widgets.sizing import FitWidth, fit
-from workbench.widgets.static import OfflineFrames, static_bundle
+from workbench.widgets.static import FigureFrames, OfflineFrames, static_bundle
 
 __all__ = [
     "AblationView",
@@ -131,7 +131,7 @@ class View:
         """A plain ``go.Figure`` copy of the figure as it is now."""
         return go.Figure(self.figure.to_dict())
 
-    def offline(self) -> OfflineFrames | None:
+    def offline(self) -> OfflineFrames | FigureFrames | None:
         """Frames that let the static copy's controls work with no kernel (``None``: none)."""
         return None
 
