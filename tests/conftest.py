@@ -34,3 +34,20 @@ def embedded_model():
         return wb.load_model()
     except EmbeddedModelMissingError as exc:  # CI installs it; say loudly if not
         pytest.skip(str(exc))
+
+
+def need_embedded_model() -> None:
+    """Skip, as the ``embedded_model`` fixture does, where the embedded model is missing.
+
+    For tests that start their own process (a notebook, a JupyterLab kernel) and need
+    only the file, not the model loaded here.
+    """
+    from workbench.errors import EmbeddedModelMissingError
+    from workbench.models.embedded import embedded_gguf_path
+
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("gguf is not installed")
+    try:
+        embedded_gguf_path()
+    except EmbeddedModelMissingError as exc:  # CI installs it; say loudly if not
+        pytest.skip(str(exc))

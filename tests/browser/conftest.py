@@ -7,7 +7,6 @@ installs both; Playwright's own browser download is not used). Screenshots go to
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -46,16 +45,3 @@ def artifacts(tmp_path) -> Path:
     folder = Path(os.environ.get("WORKBENCH_BROWSER_ARTIFACTS") or tmp_path / "artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def need_embedded_model() -> None:
-    """Skip, as the ``embedded_model`` fixture does, where the embedded model is missing."""
-    from workbench.errors import EmbeddedModelMissingError
-    from workbench.models.embedded import embedded_gguf_path
-
-    if importlib.util.find_spec("gguf") is None:
-        pytest.skip("gguf is not installed")
-    try:
-        embedded_gguf_path()
-    except EmbeddedModelMissingError as exc:  # CI installs it; say loudly if not
-        pytest.skip(str(exc))

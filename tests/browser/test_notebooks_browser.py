@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.browser import kit
-from tests.browser.conftest import _pw, need_embedded_model
+from tests.browser.conftest import _pw
+from tests.conftest import need_embedded_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

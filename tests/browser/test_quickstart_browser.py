@@ -17,7 +17,8 @@ import time
 import pytest
 
 from tests.browser import kit
-from tests.browser.conftest import _pw, need_embedded_model
+from tests.browser.conftest import _pw
+from tests.conftest import need_embedded_model
 
 pytestmark = pytest.mark.browser
 

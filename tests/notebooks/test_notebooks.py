@@ -10,30 +10,17 @@ running past ``$WORKBENCH_NOTEBOOK_CELL_TIMEOUT`` seconds (default 600) fails it
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_embedded_model
 from workbench.runner import run_notebook
 
 # A cell that runs longer than this fails the test instead of stalling CI.
 CELL_TIMEOUT_S = float(os.environ.get("WORKBENCH_NOTEBOOK_CELL_TIMEOUT", "600"))
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
-
-
-def _need_embedded_model() -> None:
-    """Skip, as the ``embedded_model`` fixture does, where the embedded model is missing."""
-    from workbench.errors import EmbeddedModelMissingError
-    from workbench.models.embedded import embedded_gguf_path
-
-    if importlib.util.find_spec("gguf") is None:
-        pytest.skip("gguf is not installed")
-    try:
-        embedded_gguf_path()
-    except EmbeddedModelMissingError as exc:  # CI installs it; say loudly if not
-        pytest.skip(str(exc))
 
 
 def _loads_a_model(notebook: Path) -> bool:
@@ -72,7 +59,7 @@ def test_notebook_is_committed_clean_and_parameterised(notebook):
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_headless(notebook, tmp_path, record_property):
     if _loads_a_model(notebook):
-        _need_embedded_model()
+        need_embedded_model()
     out = Path(os.environ.get("WORKBENCH_NOTEBOOK_OUT") or tmp_path)
     work = tmp_path / "cwd"  # files a notebook writes (caches, checkpoints) stay out of the repo
     work.mkdir()
