@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+import torch
 from plotly.subplots import make_subplots
 
 import workbench.widgets as wbw
@@ -251,6 +252,32 @@ def test_route_graph_height_is_capped_with_readable_layer_labels():
     assert fig.layout.height <= rv.MAX_GRAPH_HEIGHT
     assert fig.layout.yaxis.tickfont.size >= 11
     _clean(fig)
+
+
+@pytest.mark.parametrize("n_layers", [8, 16, 20, 24, 30])
+def test_route_graph_level_labels_never_crowd(n_layers):
+    # the browser showed "emb" over "L0": one level apart where the layers are two
+    fig = rv.route_figure(_route_graph(n_layers=n_layers))
+    ya = fig.layout.yaxis
+    plot_px = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    px_per_level = plot_px / (ya.range[1] - ya.range[0])
+    gaps = [(b - a) * px_per_level for a, b in zip(ya.tickvals, ya.tickvals[1:], strict=False)]
+    assert ya.ticktext[0] == "emb" and min(gaps) >= rv.LEVEL_FONT_PX * 1.3, min(gaps)
+
+
+def test_token_feature_bars_get_a_text_line_each():
+    # 25 bar labels overprinted each other in 320 px in the browser
+    from workbench.analysis.function_tokens import GraphAccumulator
+
+    n_feat = 40
+    tokens = torch.zeros(n_feat, dtype=torch.long)  # token 0 fires every feature once
+    acc = GraphAccumulator(2, n_feat, n_contexts=1, before=1, after=0)
+    rows = feats = torch.arange(n_feat)
+    ctx = torch.stack([tokens, tokens], 1)
+    acc.update(tokens, rows, feats, torch.ones(n_feat), ctx)
+    view = ftv.TokenFeaturesView({3: acc.result(3, decode=str)}, tokens=[0])
+    assert len(view.figure.data[0].y) == 25
+    _clean(view)
 
 
 def test_lens_labels_of_whitespace_tokens_stay_short():
