@@ -436,16 +436,23 @@ def test_offline_data_past_the_budget_leaves_a_fixed_copy_that_says_so():
     assert "var off" not in page and "past the offline size budget" in page
 
 
-_NODE_HARNESS = """
+# A stub DOM for a static copy's script in node: the plot div records the controls bar
+# inserted before it; every <select>/<input> created lands in `inputs`.
+_STUB_DOM = """
 var calls = [], inputs = [];
 function fake(tag) { return { tag: tag, style: {}, children: [], value: 0,
   appendChild: function (c) { this.children.push(c); },
   setAttribute: function (k, v) { this[k] = v; },
   addEventListener: function (ev, fn) { (this.ls = this.ls || {})[ev] = fn; } }; }
-var el = fake("div"); el.parentNode = { insertBefore: function () {} };
+var el = fake("div"); el.parentNode = { insertBefore: function (bar) { el.bar = bar; } };
 global.document = { getElementById: function () { return el; }, createElement: function (t) {
   var f = fake(t); if (t === "select" || t === "input") { inputs.push(f); } return f; } };
 global.atob = function (s) { return Buffer.from(s, "base64").toString("binary"); };
+"""
+
+_NODE_HARNESS = (
+    _STUB_DOM
+    + """
 global.window = { Plotly: {
   newPlot: function () { return Promise.resolve(); },
   restyle: function (e, u, t) { calls.push(["restyle", u, t]); },
@@ -458,24 +465,15 @@ setTimeout(function () {
   console.log(JSON.stringify({n: inputs.length, z: r[1].z[0], title: t[1]["title.text"]}));
 }, 10);
 """
+)
 
 
 def test_offline_pickers_redraw_the_map_in_javascript(tmp_path):
     """The static copy's script, run in node with a stub DOM and Plotly: picking layer 1
     head 2 restyles the heatmap with that head's pattern and retitles it."""
-    import re
-    import shutil
-    import subprocess
-
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
     a = _attn(n_layers=2, n_heads=3, n=4)
     page = wbw.AttentionView(a, list("abcd"))._repr_mimebundle_()["text/html"]
-    script = re.findall(r'<script type="text/javascript">(.*?)</script>', page, re.S)[-1]
-    (tmp_path / "h.js").write_text(_NODE_HARNESS.replace("SCRIPT", script))
-    out = subprocess.run([node, str(tmp_path / "h.js")], capture_output=True, text=True, timeout=30)
-    got = json.loads(out.stdout)
+    got = _run_in_node(page, _NODE_HARNESS, tmp_path)
     assert got["n"] == 2 and got["title"] == "Attention, layer 1 head 2"
     z = np.array([[np.nan if v is None else v for v in row] for row in got["z"]])
     want = np.where(np.triu(np.ones((4, 4)), 1) > 0, np.nan, a[1, 2])
@@ -519,15 +517,9 @@ def test_figure_frames_past_the_budget_leave_a_fixed_copy_that_says_so(monkeypat
     assert "past the offline size budget" in page
 
 
-_REACT_HARNESS = """
-var calls = [], inputs = [];
-function fake(tag) { return { tag: tag, style: {}, children: [], value: 0,
-  appendChild: function (c) { this.children.push(c); },
-  setAttribute: function (k, v) { this[k] = v; },
-  addEventListener: function (ev, fn) { (this.ls = this.ls || {})[ev] = fn; } }; }
-var el = fake("div"); el.parentNode = { insertBefore: function (bar) { el.bar = bar; } };
-global.document = { getElementById: function () { return el; }, createElement: function (t) {
-  var f = fake(t); if (t === "select" || t === "input") { inputs.push(f); } return f; } };
+_REACT_HARNESS = (
+    _STUB_DOM
+    + """
 global.window = { Plotly: {
   newPlot: function () { return Promise.resolve(); },
   react: function (e, d, l, c) { calls.push({data: d, layout: l, config: c}); } } };
@@ -540,11 +532,11 @@ setTimeout(function () {
     bar: el.bar.className, frame: el["data-frame"], calls: calls}));
 }, 10);
 """
+)
 
 
-def run_frames_in_node(page, tmp_path):
-    """The last static script of ``page``, run in node with a stub DOM and a Plotly that
-    records ``react``; the first control is switched to option 1."""
+def _run_in_node(page, harness, tmp_path):
+    """The last static script of ``page`` run in node inside ``harness`` (its JSON output)."""
     import re
     import shutil
     import subprocess
@@ -553,12 +545,18 @@ def run_frames_in_node(page, tmp_path):
     if node is None:
         pytest.skip("node is not installed")
     script = re.findall(r'<script type="text/javascript">(.*?)</script>', page, re.S)[-1]
-    (tmp_path / "react.js").write_text(_REACT_HARNESS.replace("SCRIPT", script))
+    (tmp_path / "harness.js").write_text(harness.replace("SCRIPT", script))
     out = subprocess.run(
-        [node, str(tmp_path / "react.js")], capture_output=True, text=True, timeout=60
+        [node, str(tmp_path / "harness.js")], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def run_frames_in_node(page, tmp_path):
+    """The last static script of ``page``, run in node with a stub DOM and a Plotly that
+    records ``react``; the first control is switched to option 1."""
+    return _run_in_node(page, _REACT_HARNESS, tmp_path)
 
 
 def test_figure_frames_switch_the_whole_figure_in_javascript(tmp_path):
