@@ -26,8 +26,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from workbench.widgets.plotlyjs import PLOTLYJS_MARK
-from workbench.widgets.plotlyjs import plotlyjs_tag as packed_tag
+# plotly.js travels gzip-compressed (about 2.0 MB, not 4.8); see workbench.widgets.plotlyjs
+from workbench.widgets.plotlyjs import PLOTLYJS_MARK, plotlyjs_tag
 
 __all__ = [
     "OFFLINE_BUDGET_BYTES",
@@ -43,7 +43,6 @@ __all__ = [
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 STATIC_CLASS = "wb-static-figure"  # marks our static copies in exported HTML
-_PLOTLYJS_MARK = PLOTLYJS_MARK  # the class on the plotly.js tag
 
 _state = {"plotlyjs_sent": False}
 
@@ -250,15 +249,6 @@ _FIGURE_APPLY = """    function apply() {
 """
 
 
-def plotlyjs_tag() -> str:
-    """A ``<script>`` tag defining ``window.Plotly`` from an embedded gzip of plotly.js.
-
-    About 2.0 MB instead of 4.8 MB; the figures' scripts wait for ``window.Plotly``, so
-    the browser's unpacking (about 0.1 s) delays nothing else. See :mod:`.plotlyjs`.
-    """
-    return packed_tag()
-
-
 def static_html(
     fig: go.Figure | dict[str, Any],
     *,
@@ -367,7 +357,7 @@ def ensure_plotlyjs(page: str) -> str:
 
     This happens when the cell whose output carried plotly.js was cleared or re-run.
     """
-    if STATIC_CLASS not in page or _PLOTLYJS_MARK in page:
+    if STATIC_CLASS not in page or PLOTLYJS_MARK in page:
         return page
     head_end = page.find("</head>")
     if head_end < 0:
