@@ -52,7 +52,14 @@ from workbench.widgets.layout import (
     wrap,
 )
 from workbench.widgets.static import FigureFrames, OfflineFrames
-from workbench.widgets.views import TEMPLATE, View, ViewDataError, _array, _need
+from workbench.widgets.views import (
+    TEMPLATE,
+    View,
+    ViewDataError,
+    _array,
+    _future_blank,
+    _need,
+)
 
 __all__ = [
     "METRICS",
@@ -319,9 +326,8 @@ class HeadExplorer(View):
 
     def offline(self) -> OfflineFrames:
         """Every layer and head of the prompt, so both pickers work in the static copy."""
-        a = np.array(self.attn, dtype=np.float64)  # [layer, head, query, key]
-        n_layers, n_heads, n = a.shape[0], a.shape[1], a.shape[-1]
-        a[..., np.triu(np.ones((n, n), dtype=bool), k=1)] = np.nan  # later keys: blank
+        a = _future_blank(self.attn)  # [layer, head, query, key]
+        n_layers, n_heads = a.shape[:2]
         sink = int(self.profile.sink)
         frames = [(lyr, h) for lyr in range(n_layers) for h in range(n_heads)]
         return OfflineFrames(

@@ -110,6 +110,14 @@ def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
         )
 
 
+def _future_blank(attn: Any) -> np.ndarray:
+    """``attn`` [..., query, key] as float64 with the keys after each query NaN (drawn blank)."""
+    a = np.array(attn, dtype=np.float64)
+    n = a.shape[-1]
+    a[..., np.triu(np.ones((n, n), dtype=bool), k=1)] = np.nan
+    return a
+
+
 class View:
     """Base of the live views: a ``FigureWidget``, its controls and a status line.
 
@@ -508,9 +516,7 @@ class AttentionView(View):
 
     def offline(self) -> OfflineFrames | None:
         """Every layer and head of the prompt, so both pickers work in the static copy."""
-        a = np.array(self.attn, dtype=np.float64)  # [layer, head, query, key]
-        n = a.shape[-1]
-        a[..., np.triu(np.ones((n, n), dtype=bool), k=1)] = np.nan  # later keys: blank
+        a = _future_blank(self.attn)
         layers = self._layers if self._layers is not None else list(range(a.shape[0]))
         titles = [f"Attention, layer {lyr} head {h}" for lyr in layers for h in range(a.shape[1])]
         return OfflineFrames(
