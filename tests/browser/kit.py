@@ -198,19 +198,20 @@ class Watch:
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         return self
 
-    def _request(self, request) -> None:
-        self.requests += 1
-        url = request.url
+    def outside(self, url: str) -> bool:
+        """Whether ``url`` leaves localhost (or, for a file page, leaves the file)."""
         scheme = urlparse(url).scheme
         if scheme in ("data", "blob", "about"):
-            return
+            return False
         if self.allow_file is not None:
-            if url.split("#")[0] != self.allow_file:
-                self.external.append(url)
-            return
-        if scheme in ("ws", "wss", "http", "https") and urlparse(url).hostname in LOCAL_HOSTS:
-            return
-        self.external.append(url)
+            return url.split("#")[0] != self.allow_file
+        local = scheme in ("ws", "wss", "http", "https") and urlparse(url).hostname in LOCAL_HOSTS
+        return not local
+
+    def _request(self, request) -> None:
+        self.requests += 1
+        if self.outside(request.url):
+            self.external.append(request.url)
 
     def _console(self, msg) -> None:
         if msg.type == "error":
@@ -220,11 +221,8 @@ class Watch:
 def block_outside(page, watch: Watch) -> None:
     """Abort every request that :class:`Watch` would report, so nothing leaves the machine."""
 
-    def route(r):
-        before = len(watch.external)
-        watch._request(r.request)
-        if len(watch.external) > before:
-            watch.external.pop()  # the "request" listener records it as well
+    def route(r):  # the "request" listener records it; this only stops it
+        if watch.outside(r.request.url):
             r.abort()
         else:
             r.continue_()
